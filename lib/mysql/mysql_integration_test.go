@@ -1,0 +1,112 @@
+package mysql_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cronkit/cronkit/lib/mysql"
+	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
+)
+
+func TestLockExclusive(t *testing.T) {
+	d := mysqltest.NewEmpty(t)
+	ctx := context.Background()
+	name := "cronkit.test." + d.Name
+	l1, err := mysql.AcquireLock(ctx, d.DB, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l1.Alive(ctx); err != nil {
+		t.Fatalf("alive: %v", err)
+	}
+	start := time.Now()
+	_, err = mysql.AcquireLock(ctx, d.DB, name, 0)
+	if !errors.Is(err, mysql.ErrLocked) {
+		t.Fatalf("second lock: got %v, want ErrLocked", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("wait 0 should fail at once, took %s", time.Since(start))
+	}
+	// A waiter gets it once the holder releases.
+	done := make(chan error, 1)
+	go func() {
+		l, err := mysql.AcquireLock(ctx, d.DB, name, 10*time.Second)
+		if err == nil {
+			err = l.Release()
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := l1.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("waiter: %v", err)
+	}
+}
+
+func TestReadOnlySessionRefusesWrites(t *testing.T) {
+	d := mysqltest.New(t)
+	ctx := context.Background()
+	ro, err := mysql.Open(ctx, d.DSN, mysql.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	var n int
+	if err := ro.QueryRowContext(ctx, "SELECT COUNT(*) FROM job_runs").Scan(&n); err != nil {
+		t.Fatalf("read in read-only session: %v", err)
+	}
+	_, err = ro.ExecContext(ctx, "INSERT INTO job_runs (id, job, host, version, args, started_at, status) VALUES ('x','j','h','v','', NOW(), 'ok')")
+	if err == nil || !strings.Contains(err.Error(), "READ ONLY") {
+		t.Fatalf("insert in read-only session: got %v, want a READ ONLY error", err)
+	}
+}
+
+func TestMigrateUpDownStatus(t *testing.T) {
+	d := mysqltest.NewEmpty(t)
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := mysql.Migrate(ctx, d.DB, "up", &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "00001") {
+		t.Fatalf("up output lacks first migration: %q", out.String())
+	}
+	out.Reset()
+	if err := mysql.Migrate(ctx, d.DB, "up", &out); err != nil || !strings.Contains(out.String(), "up to date") {
+		t.Fatalf("second up: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := mysql.Migrate(ctx, d.DB, "status", &out); err != nil || strings.Contains(out.String(), "pending") {
+		t.Fatalf("status after up: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := mysql.Migrate(ctx, d.DB, "down", &out); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := mysql.Migrate(ctx, d.DB, "status", &out); err != nil || !strings.Contains(out.String(), "pending") {
+		t.Fatalf("status after down: %v %q", err, out.String())
+	}
+	if err := mysql.Migrate(ctx, d.DB, "sideways", &out); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
+
+func TestOpenErrorsNeverShowPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := mysql.Open(ctx, "u:s3cretpw@tcp(127.0.0.1:1)/db", mysql.Options{ConnectTimeout: time.Second})
+	if err == nil || strings.Contains(err.Error(), "s3cretpw") {
+		t.Fatalf("connect error: %v", err)
+	}
+	_, err = mysql.Open(ctx, "u:s3cretpw@tcp(127.0.0.1:1/db?bad", mysql.Options{})
+	if !errors.Is(err, mysql.ErrBadDSN) || strings.Contains(err.Error(), "s3cretpw") {
+		t.Fatalf("parse error: %v", err)
+	}
+}

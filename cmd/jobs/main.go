@@ -1,0 +1,31 @@
+// Command jobs runs cronkit's back-office jobs: billing, abuse enforcement and their
+// tools. main only wires the process to run; everything else is testable through run.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cronkit/cronkit/lib/run"
+)
+
+// version is set at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		cancel(fmt.Errorf("%w: %s", run.ErrInterrupted, s))
+		// A second signal means "now": work in flight is abandoned, the database
+		// rolls back whatever transaction was open.
+		<-sigs
+		os.Exit(run.ExitInterrupted)
+	}()
+	os.Exit(runMain(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,288 @@
+// Package run is the contract every cronkit job run shares: a run id, a logger
+// carrying the run's context on every line, a named lock so two runs never overlap, a
+// job_runs row, timeout and signal handling, a rendered report, healthcheck pings and
+// Prometheus metrics, and one exit code table.
+package run
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/cronkit/cronkit/lib/mysql"
+)
+
+// Runner runs one job once under the run contract. The binary fills it from flags and
+// environment; a job never sees it, only the context and the report.
+type Runner struct {
+	Job     string
+	Host    string
+	Version string
+	Args    []string // the command line, recorded in job_runs (secrets are never flags' values in logs: see cmd/jobs)
+	DryRun  bool
+
+	// LockWait is how long to wait for the job's lock; 0 exits 75 at once when held.
+	LockWait time.Duration
+	// Timeout bounds the run; 0 means none.
+	Timeout time.Duration
+
+	Stdout    io.Writer // the report
+	Stderr    io.Writer // the log
+	Output    string    // "text" or "json"
+	LogFormat string    // "json" or "console"
+	LogColor  bool      // colour console logs (a terminal)
+	LogLevel  zerolog.Level
+
+	// Progress, when set (a terminal), shows long runs' advance; see ProgressFrom.
+	Progress *Progress
+
+	Pinger      *Pinger
+	MetricsFile string
+	Pushgateway string
+	HTTPClient  *http.Client
+
+	// Now and NewID default to the wall clock and a ULID; tests fix them.
+	Now   func() time.Time
+	NewID func(time.Time) string
+
+	id     string
+	logger zerolog.Logger
+	start  time.Time
+}
+
+// Info is the run as a job sees it, through the context.
+type Info struct {
+	ID     string
+	Job    string
+	DryRun bool
+	Start  time.Time
+}
+
+type infoKey struct{}
+
+// FromContext returns the run's Info (zero outside a run). Jobs use the ID for audit
+// rows; never as an idempotency key (those come from business entities).
+func FromContext(ctx context.Context) Info {
+	i, _ := ctx.Value(infoKey{}).(Info)
+	return i
+}
+
+// WithInfo attaches i to ctx; tests of jobs use it to run without a Runner.
+func WithInfo(ctx context.Context, i Info) context.Context {
+	return context.WithValue(ctx, infoKey{}, i)
+}
+
+func (r *Runner) now() time.Time {
+	clock := r.Now
+	if clock == nil {
+		clock = time.Now
+	}
+	return clock().UTC()
+}
+
+// ID returns the run id, creating it (and the logger) on first use.
+func (r *Runner) ID() string {
+	r.init()
+	return r.id
+}
+
+// Logger returns the run's logger, so the binary can log failures that happen
+// before the job starts (a database that does not answer) with the run's context.
+func (r *Runner) Logger() *zerolog.Logger {
+	r.init()
+	return &r.logger
+}
+
+func (r *Runner) init() {
+	if r.id != "" {
+		return
+	}
+	r.start = r.now()
+	if r.NewID != nil {
+		r.id = r.NewID(r.start)
+	} else {
+		r.id = ulid.MustNew(ulid.Timestamp(r.start), rand.Reader).String()
+	}
+	stderr := r.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	r.logger = NewLogger(stderr, r.LogFormat, r.LogColor, r.LogLevel, map[string]any{
+		"run_id": r.id, "job": r.Job, "host": r.Host, "version": r.Version, "dry_run": r.DryRun,
+	})
+}
+
+// Abort ends a run that could not start (configuration, connection): it logs err,
+// pings failure and returns the exit code, writing no job_runs row.
+func (r *Runner) Abort(ctx context.Context, err error, code int) int {
+	r.init()
+	ctx = r.logger.WithContext(ctx)
+	r.logger.Error().Err(err).Int("exit_code", code).Msg("run could not start")
+	if !r.DryRun {
+		r.Pinger.Finish(ctx, r.id, code, []byte(err.Error()))
+	}
+	return code
+}
+
+// Run executes fn under the contract and returns the process exit code. db is used
+// for the lock and the job_runs row; in a dry run neither is taken or written (a dry
+// run only reads, so it may run beside a real one, with a SELECT-only user).
+func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Context) (*Report, error)) int {
+	r.init()
+	log := r.logger
+	ctx = log.WithContext(ctx)
+	ctx = WithInfo(ctx, Info{ID: r.id, Job: r.Job, DryRun: r.DryRun, Start: r.start})
+	if r.Progress != nil {
+		ctx = WithProgress(ctx, r.Progress)
+		defer r.Progress.Done()
+	}
+
+	var lock *mysql.Lock
+	if !r.DryRun {
+		var err error
+		lock, err = mysql.AcquireLock(ctx, db, "cronkit."+r.Job, r.LockWait)
+		if errors.Is(err, mysql.ErrLocked) {
+			log.Warn().Dur("lock_wait", r.LockWait).Msg("another run holds the lock; exiting")
+			return ExitLocked
+		}
+		if err != nil {
+			return r.Abort(ctx, err, ExitFailed)
+		}
+		defer func() {
+			if err := lock.Release(); err != nil {
+				log.Warn().Err(err).Msg("release lock")
+			}
+		}()
+		if err := r.recordStart(ctx, db); err != nil {
+			return r.Abort(ctx, err, ExitFailed)
+		}
+		r.Pinger.Start(ctx, r.id)
+	}
+	log.Info().Strs("args", r.Args).Msg("run started")
+
+	runCtx := ctx
+	if r.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeoutCause(ctx, r.Timeout, fmt.Errorf("%w after %s", ErrTimeout, r.Timeout))
+		defer cancel()
+	}
+	rep, err := r.call(runCtx, fn)
+	if rep == nil {
+		rep = NewReport(r.Job)
+	}
+	rep.Job, rep.RunID, rep.DryRun = r.Job, r.id, r.DryRun
+	status, code := Outcome(runCtx, rep, err)
+	if status == StatusCancelled {
+		// Record why the run stopped (timeout, signal), not a bare "context canceled".
+		cause := context.Cause(runCtx)
+		switch {
+		case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			err = cause
+		case !errors.Is(err, cause):
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
+	}
+	elapsed := r.now().Sub(r.start)
+
+	var out bytes.Buffer
+	if werr := rep.Write(&out, r.Output); werr != nil {
+		log.Error().Err(werr).Msg("render report")
+	}
+	if r.Stdout != nil {
+		_, _ = r.Stdout.Write(out.Bytes())
+	}
+
+	ev := log.Info()
+	if code != ExitOK && code != ExitPartial {
+		ev = log.Error().Err(err)
+	} else if code == ExitPartial {
+		ev = log.Warn().Int("problems", len(rep.Problems))
+	}
+	ev.Str("status", string(status)).Int("exit_code", code).Float64("duration_seconds", elapsed.Seconds()).
+		Interface("counts", rep.Counts).Msg("run finished")
+
+	if r.DryRun {
+		return code
+	}
+	if rerr := r.recordEnd(ctx, db, status, code, rep, err); rerr != nil {
+		log.Error().Err(rerr).Msg("record run end")
+		if code == ExitOK {
+			code = ExitFailed
+		}
+	}
+	m := Metrics{Job: r.Job, Host: r.Host, Success: code == ExitOK || code == ExitPartial,
+		ExitCode: code, Start: r.start, Duration: elapsed, Counts: rep.Counts}
+	if r.MetricsFile != "" {
+		if merr := WriteTextfile(r.MetricsFile, m); merr != nil {
+			log.Warn().Err(merr).Msg("write metrics file")
+		}
+	}
+	if r.Pushgateway != "" {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if perr := Push(pctx, r.HTTPClient, r.Pushgateway, m); perr != nil {
+			log.Warn().Str("error", scrubURL(perr.Error(), r.Pushgateway)).Msg("push metrics")
+		}
+		cancel()
+	}
+	r.Pinger.Finish(ctx, r.id, code, out.Bytes())
+	return code
+}
+
+// call runs fn, turning a panic into an error so the run is still recorded as failed.
+func (r *Runner) call(ctx context.Context, fn func(context.Context) (*Report, error)) (rep *Report, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+			r.logger.Error().Str("panic", fmt.Sprint(p)).Stack().Msg("job panicked")
+		}
+	}()
+	return fn(ctx)
+}
+
+func (r *Runner) recordStart(ctx context.Context, db *sql.DB) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO job_runs (id, job, host, version, args, started_at, status)
+		VALUES (?, ?, ?, ?, ?, ?, 'running')`,
+		r.id, r.Job, r.Host, r.Version, strings.Join(r.Args, " "), r.start)
+	if err != nil {
+		return fmt.Errorf("record run start: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) recordEnd(ctx context.Context, db *sql.DB, status Status, code int, rep *Report, runErr error) error {
+	// The run's context may be cancelled (timeout, SIGTERM): record with a fresh one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	counts, err := json.Marshal(rep.Counts)
+	if err != nil {
+		return err
+	}
+	var msg sql.NullString
+	if runErr != nil {
+		msg = sql.NullString{String: runErr.Error(), Valid: true}
+	}
+	_, err = db.ExecContext(ctx, `UPDATE job_runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ?
+		WHERE id = ?`, r.now(), string(status), code, string(counts), msg, r.id)
+	if err != nil {
+		return fmt.Errorf("record run end: %w", err)
+	}
+	return nil
+}
+
+func scrubURL(s, u string) string {
+	if u == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, u, "<pushgateway>")
+}

@@ -1,0 +1,167 @@
+// Package mail sends cronkit's email: dunning reminders, suspension notices and the
+// onboarding campaign. Jobs render a Message from embedded Templates, write it to the
+// Outbox in the same transaction as the state change that caused it, and a Deliver
+// pass hands queued rows to the SMTP Sender (go-mail). The outbox row carries a unique
+// key per business step, so a crash or a rerun never sends a step twice, and the
+// suppression list keeps mail away from people who unsubscribed or bounced.
+package mail
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// ErrInvalidMessage marks a message that no retry can deliver (bad address, header
+// injection attempt, missing body). It is permanent: IsPermanent reports true.
+var ErrInvalidMessage = errors.New("invalid message")
+
+// Message is one email as a job means it, before any MIME encoding. It is stored in the
+// outbox as is and rebuilt into MIME only when sent, so a dry run can show exactly
+// these fields.
+type Message struct {
+	// From is the sender ("Name <addr>" or a bare address). Empty means the Sender's
+	// configured SMTPConfig.From.
+	From string
+	// To is exactly one recipient: cronkit never sends one message to several customers.
+	To      string
+	Subject string
+	// Text is the plain-text body, always required: it is what many clients, spam
+	// filters and screen readers use.
+	Text string
+	// HTML is the optional HTML alternative; with it the message is
+	// multipart/alternative.
+	HTML string
+	// Headers are extra headers (for example X-Cronkit-Case). They are written in
+	// sorted order. Headers the package sets itself (From, To, Subject, Message-ID,
+	// Date, MIME and List-Unsubscribe headers) are refused here.
+	Headers map[string]string
+	// ListUnsubscribeURL is the HTTPS endpoint of RFC 8058 one-click unsubscribe. When
+	// set, the message carries List-Unsubscribe (with the mailto fallback, if any) and
+	// List-Unsubscribe-Post: List-Unsubscribe=One-Click. Mailbox providers only honour
+	// one-click when those headers are covered by a DKIM signature, which the relay
+	// adds.
+	ListUnsubscribeURL string
+	// ListUnsubscribeMailto is the RFC 2369 mailto unsubscribe address, with or without
+	// the "mailto:" prefix (a ?subject= is allowed).
+	ListUnsubscribeMailto string
+	// MessageID is the Message-ID without angle brackets (local@domain). Empty means one
+	// is generated when the message is sent; the Outbox derives a stable one from the
+	// dedupe key.
+	MessageID string
+}
+
+// reservedHeaders are set by the package from Message fields or by go-mail; allowing
+// them in Headers would produce duplicates or let a template override the envelope.
+var reservedHeaders = map[string]bool{
+	"bcc": true, "cc": true, "content-transfer-encoding": true, "content-type": true,
+	"date": true, "from": true, "list-unsubscribe": true, "list-unsubscribe-post": true,
+	"message-id": true, "mime-version": true, "reply-to": true, "subject": true, "to": true,
+}
+
+// Validate reports, wrapped in ErrInvalidMessage, why m cannot be sent. The Outbox
+// validates at Enqueue so a bad message fails the job that built it, not a later
+// delivery run.
+func (m Message) Validate() error {
+	if m.From != "" {
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			return fmt.Errorf("%w: from %q: %v", ErrInvalidMessage, m.From, err)
+		}
+	}
+	if _, err := mail.ParseAddress(m.To); err != nil {
+		return fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, m.To, err)
+	}
+	if strings.TrimSpace(m.Subject) == "" {
+		return fmt.Errorf("%w: empty subject", ErrInvalidMessage)
+	}
+	if strings.ContainsAny(m.Subject, "\r\n") {
+		return fmt.Errorf("%w: subject contains a line break", ErrInvalidMessage)
+	}
+	if strings.TrimSpace(m.Text) == "" {
+		return fmt.Errorf("%w: empty text body", ErrInvalidMessage)
+	}
+	for _, name := range sortedKeys(m.Headers) {
+		if !validHeaderName(name) {
+			return fmt.Errorf("%w: header name %q", ErrInvalidMessage, name)
+		}
+		if reservedHeaders[strings.ToLower(name)] {
+			return fmt.Errorf("%w: header %s is set by the mail package", ErrInvalidMessage, name)
+		}
+		if strings.ContainsAny(m.Headers[name], "\r\n") {
+			return fmt.Errorf("%w: header %s contains a line break", ErrInvalidMessage, name)
+		}
+	}
+	if m.ListUnsubscribeURL != "" {
+		u, err := url.Parse(m.ListUnsubscribeURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("%w: list-unsubscribe URL must be an https URL (RFC 8058)", ErrInvalidMessage)
+		}
+		if strings.ContainsAny(m.ListUnsubscribeURL, "<>, \r\n") {
+			return fmt.Errorf("%w: list-unsubscribe URL must be percent-encoded", ErrInvalidMessage)
+		}
+	}
+	if m.ListUnsubscribeMailto != "" {
+		addr, _, _ := strings.Cut(strings.TrimPrefix(m.ListUnsubscribeMailto, "mailto:"), "?")
+		if _, err := mail.ParseAddress(addr); err != nil || strings.ContainsAny(m.ListUnsubscribeMailto, "<>, \r\n") {
+			return fmt.Errorf("%w: list-unsubscribe mailto %q", ErrInvalidMessage, m.ListUnsubscribeMailto)
+		}
+	}
+	if m.MessageID != "" {
+		if !strings.Contains(m.MessageID, "@") || strings.ContainsAny(m.MessageID, "<> \t\r\n") {
+			return fmt.Errorf("%w: message-id %q must be local@domain without brackets", ErrInvalidMessage, m.MessageID)
+		}
+	}
+	return nil
+}
+
+// listUnsubscribe returns the List-Unsubscribe URIs in RFC 8058 order (https first)
+// and whether the one-click Post header applies.
+func (m Message) listUnsubscribe() (uris []string, oneClick bool) {
+	if m.ListUnsubscribeURL != "" {
+		uris = append(uris, m.ListUnsubscribeURL)
+	}
+	if m.ListUnsubscribeMailto != "" {
+		mailto := m.ListUnsubscribeMailto
+		if !strings.HasPrefix(mailto, "mailto:") {
+			mailto = "mailto:" + mailto
+		}
+		uris = append(uris, mailto)
+	}
+	return uris, m.ListUnsubscribeURL != ""
+}
+
+// recipientAddress is the bare, lower-cased address of m.To, the form the suppression
+// list is keyed by.
+func (m Message) recipientAddress() (string, error) {
+	a, err := mail.ParseAddress(m.To)
+	if err != nil {
+		return "", fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, m.To, err)
+	}
+	return strings.ToLower(a.Address), nil
+}
+
+// validHeaderName accepts RFC 5322 field names: printable ASCII except colon.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c > '~' || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -90,7 +90,7 @@ func (o *jobOptions) validate() error {
 }
 
 // runner builds the run contract for job from the options.
-func (e *env) runner(job string, args []string, o *jobOptions) *run.Runner {
+func (e *env) runner(job string, o *jobOptions) *run.Runner {
 	level, _ := zerolog.ParseLevel(o.logLevel)
 	format := o.logFormat
 	if format == "auto" {
@@ -101,7 +101,7 @@ func (e *env) runner(job string, args []string, o *jobOptions) *run.Runner {
 	}
 	r := &run.Runner{
 		Job: job, Host: e.host, Version: e.version, DryRun: o.dryRun,
-		Args:     redactArgs(append([]string{job}, args...)),
+		Args:     redactArgs(e.args),
 		LockWait: o.lockWait, Timeout: o.timeout,
 		Stdout: e.stdout, Stderr: e.stderr, Output: o.output, LogFormat: format, LogColor: e.tty, LogLevel: level,
 		MetricsFile: o.metricsFile, Pushgateway: o.pushgateway,
@@ -123,12 +123,12 @@ type jobFunc func(ctx context.Context, db *sql.DB) (*run.Report, error)
 
 // runJob is the life of every job command: validate, open the database (read-only in
 // a dry run), then hand over to the run contract.
-func (e *env) runJob(ctx context.Context, job string, args []string, o *jobOptions, fn jobFunc) int {
+func (e *env) runJob(ctx context.Context, job string, o *jobOptions, fn jobFunc) int {
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(e.stderr, "jobs %s: %v\n", job, err)
 		return run.ExitUsage
 	}
-	r := e.runner(job, args, o)
+	r := e.runner(job, o)
 	db, err := o.db.open(ctx, o.dryRun)
 	if errors.Is(err, run.ErrUsage) {
 		fmt.Fprintf(e.stderr, "jobs %s: %v\n", job, err)

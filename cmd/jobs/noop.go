@@ -20,8 +20,8 @@ func noopCommand() *command {
 			var o jobOptions
 			o.register(fs, 0)
 			hold := fs.Duration("hold", 0, "hold the lock this long, or until cancelled")
-			return func(ctx context.Context, _ string, args []string) int {
-				return e.runJob(ctx, "noop", fs.Args(), &o, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
+			return func(ctx context.Context, _ string, _ []string) int {
+				return e.runJob(ctx, "noop", &o, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
 					rep := run.NewReport("noop")
 					if *hold > 0 {
 						t := time.NewTimer(*hold)

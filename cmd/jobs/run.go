@@ -28,6 +28,8 @@ type env struct {
 	now     func() time.Time
 	// self re-executes this binary (jobs schedule runs each job as a child).
 	self string
+	// args is the command line after the binary name, recorded (redacted) in job_runs.
+	args []string
 }
 
 // command is one subcommand: its flags, and the function that runs it once parsed.
@@ -53,7 +55,7 @@ func commands() []*command {
 
 // runMain is the program: it returns the exit code instead of exiting.
 func runMain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	e := &env{getenv: getenv, stdout: stdout, stderr: stderr, version: version, now: time.Now}
+	e := &env{getenv: getenv, stdout: stdout, stderr: stderr, version: version, now: time.Now, args: args}
 	e.host, _ = os.Hostname()
 	if f, ok := stderr.(interface{ Fd() uintptr }); ok {
 		e.tty = isatty.IsTerminal(f.Fd())

@@ -1,0 +1,407 @@
+package mail_test
+
+// SQL control flow of the Outbox with go-sqlmock: the exact statements, arguments and
+// order, the rollback paths. outbox_db_test.go proves the SQL right on MariaDB.
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"net/textproto"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/cronkit/cronkit/lib/mail"
+)
+
+// fakeSender is a MessageSender of function fields.
+type fakeSender struct {
+	send func(ctx context.Context, msg mail.Message) error
+}
+
+func (f *fakeSender) Send(ctx context.Context, msg mail.Message) error { return f.send(ctx, msg) }
+
+var _ mail.MessageSender = (*fakeSender)(nil)
+
+// recordingSender returns err for every message and keeps what it was asked to send.
+func recordingSender(err error) (*fakeSender, *[]mail.Message) {
+	var sent []mail.Message
+	return &fakeSender{send: func(_ context.Context, m mail.Message) error {
+		sent = append(sent, m)
+		return err
+	}}, &sent
+}
+
+func mockOutbox(t *testing.T) (*mail.Outbox, sqlmock.Sqlmock) {
+	t.Helper()
+	db, mock, err := sqlmock.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := mock.ExpectationsWereMet(); err != nil {
+			t.Errorf("sql expectations: %v", err)
+		}
+		_ = db.Close()
+	})
+	return &mail.Outbox{DB: db, Now: func() time.Time { return fixedNow }}, mock
+}
+
+func q(s string) string { return regexp.QuoteMeta(s) }
+
+// matchRegexp is a sqlmock argument matching a string pattern.
+type matchRegexp string
+
+func (m matchRegexp) Match(v driver.Value) bool {
+	s, ok := v.(string)
+	return ok && regexp.MustCompile(string(m)).MatchString(s)
+}
+
+const (
+	sqlInsert    = "INSERT INTO mail_outbox"
+	sqlDue       = "SELECT id FROM mail_outbox WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+	sqlClaim     = "UPDATE mail_outbox SET status = 'sending', attempts = attempts + 1, claimed_at = ?\nWHERE id = ? AND status = 'queued' AND next_attempt_at <= ?"
+	sqlRead      = "SELECT dedupe_key, sender, recipient, subject, body_text, body_html, headers,"
+	sqlSuppCheck = "SELECT reason FROM mail_suppressions WHERE email = ?"
+	sqlMarkSupp  = "UPDATE mail_outbox SET status = 'suppressed', last_error = ? WHERE id = ?"
+	sqlMarkSent  = "UPDATE mail_outbox SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'"
+	sqlMarkFail  = "UPDATE mail_outbox SET status = 'failed', last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlRequeue   = "UPDATE mail_outbox SET status = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlUnknown   = "UPDATE mail_outbox SET last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlStuck     = "SELECT id, dedupe_key, recipient, message_id, attempts, claimed_at, last_error\nFROM mail_outbox WHERE status = 'sending' AND claimed_at <= ? ORDER BY id LIMIT 1000"
+)
+
+var rowColumns = []string{"dedupe_key", "sender", "recipient", "subject", "body_text", "body_html", "headers",
+	"list_unsubscribe_url", "list_unsubscribe_mailto", "message_id", "attempts"}
+
+func storedRow(m mail.Message, key string, attempts int) *sqlmock.Rows {
+	return sqlmock.NewRows(rowColumns).AddRow(key, m.From, m.To, m.Subject, m.Text, m.HTML,
+		`{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, m.ListUnsubscribeURL, m.ListUnsubscribeMailto, m.MessageID, attempts)
+}
+
+// expectClaim expects the claim transaction of row id up to (not including) its end.
+func expectClaim(mock sqlmock.Sqlmock, id int64, attempts int, suppressedReason string) {
+	mock.ExpectBegin()
+	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, id, fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery(q(sqlRead)).WithArgs(id).WillReturnRows(storedRow(validMessage(), "dunning:case:42:reminded", attempts))
+	supp := mock.ExpectQuery(q(sqlSuppCheck)).WithArgs("ada@customer.example")
+	if suppressedReason == "" {
+		supp.WillReturnRows(sqlmock.NewRows([]string{"reason"}))
+		return
+	}
+	supp.WillReturnRows(sqlmock.NewRows([]string{"reason"}).AddRow(suppressedReason))
+}
+
+func expectNoStuck(mock sqlmock.Sqlmock) {
+	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-mail.DefaultStuckAfter)).
+		WillReturnRows(sqlmock.NewRows([]string{"id", "dedupe_key", "recipient", "message_id", "attempts", "claimed_at", "last_error"}))
+}
+
+func TestEnqueueSQL(t *testing.T) {
+	o, mock := mockOutbox(t)
+	msg := validMessage()
+	mock.ExpectBegin()
+	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:42:reminded", msg.From, msg.To, msg.Subject, msg.Text, msg.HTML,
+		`{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, msg.ListUnsubscribeURL, msg.ListUnsubscribeMailto,
+		msg.MessageID, fixedNow, fixedNow).WillReturnResult(sqlmock.NewResult(7, 1))
+	msg.MessageID = "" // generated on From's domain
+	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:43:reminded", msg.From, msg.To, msg.Subject, msg.Text, msg.HTML,
+		sqlmock.AnyArg(), msg.ListUnsubscribeURL, msg.ListUnsubscribeMailto,
+		matchRegexp(`^[0-9a-f]{32}@cloud\.example$`), fixedNow, fixedNow).WillReturnResult(sqlmock.NewResult(8, 1))
+	// ON DUPLICATE KEY UPDATE id = id changes nothing: 0 rows affected.
+	mock.ExpectExec(q(sqlInsert)).WillReturnResult(sqlmock.NewResult(0, 0))
+	mock.ExpectCommit()
+
+	ctx := context.Background()
+	tx, err := o.DB.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		key  string
+		msg  mail.Message
+		want bool
+	}{
+		{"dunning:case:42:reminded", validMessage(), true},
+		{"dunning:case:43:reminded", msg, true},
+		{"dunning:case:42:reminded", validMessage(), false},
+	} {
+		queued, err := o.Enqueue(ctx, tx, c.key, c.msg)
+		if err != nil || queued != c.want {
+			t.Errorf("Enqueue #%d = %v, %v; want %v, nil", i, queued, err, c.want)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEnqueueRefusesBeforeSQL(t *testing.T) {
+	o, _ := mockOutbox(t) // no statement may run
+	bad := validMessage()
+	bad.To = "not an address"
+	if _, err := o.Enqueue(context.Background(), nil, "k", bad); !errors.Is(err, mail.ErrInvalidMessage) {
+		t.Errorf("invalid message: err = %v, want ErrInvalidMessage", err)
+	}
+	if _, err := o.Enqueue(context.Background(), nil, "", validMessage()); err == nil {
+		t.Errorf("empty key: want an error")
+	}
+	if _, err := o.Enqueue(context.Background(), nil, strings.Repeat("k", 192), validMessage()); err == nil {
+		t.Errorf("192-character key: want an error")
+	}
+}
+
+func TestEnqueueWithoutTxUsesDB(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectExec(q(sqlInsert)).WillReturnError(errors.New("connection reset"))
+	_, err := o.Enqueue(context.Background(), nil, "drip:account:7:welcome", validMessage())
+	if err == nil || !strings.Contains(err.Error(), "enqueue mail drip:account:7:welcome: connection reset") {
+		t.Errorf("err = %v, want it wrapped with the key", err)
+	}
+}
+
+func TestDeliverSendsClaimedMessage(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, mail.DefaultDeliverLimit).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	expectClaim(mock, 5, 1, "")
+	mock.ExpectCommit()
+	mock.ExpectExec(q(sqlMarkSent)).WithArgs(fixedNow, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+	expectNoStuck(mock)
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 0)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	if len(*sent) != 1 || !reflect.DeepEqual((*sent)[0], validMessage()) {
+		t.Fatalf("sent %+v, want exactly the stored message", *sent)
+	}
+	want := mail.DeliveryReport{Sent: 1, Items: []mail.DeliveryItem{
+		{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To, Outcome: mail.OutcomeSent, Attempts: 1},
+	}}
+	if !reflect.DeepEqual(rep, want) {
+		t.Errorf("report = %+v, want %+v", rep, want)
+	}
+}
+
+func TestDeliverSkipsMessageClaimedElsewhere(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, 10).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	mock.ExpectBegin()
+	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, 5, fixedNow).WillReturnResult(sqlmock.NewResult(0, 0))
+	mock.ExpectRollback()
+	expectNoStuck(mock)
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	if len(*sent) != 0 || !reflect.DeepEqual(rep, mail.DeliveryReport{}) {
+		t.Errorf("sent %d, report %+v; want nothing", len(*sent), rep)
+	}
+}
+
+func TestDeliverSuppressed(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	expectClaim(mock, 5, 1, "unsubscribed")
+	mock.ExpectExec(q(sqlMarkSupp)).WithArgs("suppressed: unsubscribed", 5).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectCommit()
+	expectNoStuck(mock)
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	if len(*sent) != 0 || rep.Suppressed != 1 || rep.Sent != 0 || rep.Items[0].Outcome != mail.OutcomeSuppressed {
+		t.Errorf("sent %d, report %+v; want one suppressed, none sent", len(*sent), rep)
+	}
+}
+
+func TestDeliverFailureOutcomes(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		attempts int
+		outbox   mail.Outbox
+		expect   func(sqlmock.Sqlmock, string)
+		want     mail.Outcome
+	}{
+		{
+			name: "temporary: requeued after the default backoff", err: &textproto.Error{Code: 451, Msg: "greylisted"}, attempts: 3,
+			expect: func(m sqlmock.Sqlmock, e string) {
+				m.ExpectExec(q(sqlRequeue)).WithArgs(fixedNow.Add(20*time.Minute), e, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+			},
+			want: mail.OutcomeRequeued,
+		},
+		{
+			name: "temporary: custom backoff", err: errors.New("connection reset"), attempts: 1,
+			outbox: mail.Outbox{Backoff: func(n int) time.Duration { return time.Duration(n) * time.Hour }},
+			expect: func(m sqlmock.Sqlmock, e string) {
+				m.ExpectExec(q(sqlRequeue)).WithArgs(fixedNow.Add(time.Hour), e, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+			},
+			want: mail.OutcomeRequeued,
+		},
+		{
+			name: "temporary but out of attempts", err: &textproto.Error{Code: 451, Msg: "greylisted"}, attempts: mail.DefaultMaxAttempts,
+			expect: func(m sqlmock.Sqlmock, e string) {
+				m.ExpectExec(q(sqlMarkFail)).WithArgs(e, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+			},
+			want: mail.OutcomeFailed,
+		},
+		{
+			name: "permanent", err: &textproto.Error{Code: 550, Msg: "no such user"}, attempts: 1,
+			expect: func(m sqlmock.Sqlmock, e string) {
+				m.ExpectExec(q(sqlMarkFail)).WithArgs(e, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+			},
+			want: mail.OutcomeFailed,
+		},
+		{
+			name: "unknown outcome stays sending", err: mail.ErrDeliveryUnknown, attempts: 1,
+			expect: func(m sqlmock.Sqlmock, e string) {
+				m.ExpectExec(q(sqlUnknown)).WithArgs(e, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+			},
+			want: mail.OutcomeUnknown,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, mock := mockOutbox(t)
+			o.Backoff = tt.outbox.Backoff
+			mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+			expectClaim(mock, 5, tt.attempts, "")
+			mock.ExpectCommit()
+			tt.expect(mock, tt.err.Error())
+			expectNoStuck(mock)
+
+			sender, sent := recordingSender(tt.err)
+			rep, err := o.Deliver(context.Background(), sender, 10)
+			if err != nil {
+				t.Fatalf("Deliver: %v", err)
+			}
+			if len(*sent) != 1 {
+				t.Errorf("send called %d times, want 1", len(*sent))
+			}
+			want := mail.DeliveryItem{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To,
+				Outcome: tt.want, Attempts: tt.attempts, Error: tt.err.Error()}
+			if len(rep.Items) != 1 || rep.Items[0] != want || rep.Sent != 0 {
+				t.Errorf("report = %+v, want one item %+v", rep, want)
+			}
+		})
+	}
+}
+
+func TestDeliverReportsUnrecordedOutcome(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5).AddRow(6))
+	expectClaim(mock, 5, 1, "")
+	mock.ExpectCommit()
+	mock.ExpectExec(q(sqlMarkSent)).WithArgs(fixedNow, 5).WillReturnError(errors.New("server has gone away"))
+	// Nothing more: row 6 must not be claimed once the database failed.
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if err == nil || !strings.Contains(err.Error(), "record mail 5 sent") {
+		t.Fatalf("Deliver err = %v, want the failed record", err)
+	}
+	if len(*sent) != 1 || rep.Sent != 1 {
+		t.Errorf("sent %d, report %+v: the message did go out and the report must say so", len(*sent), rep)
+	}
+}
+
+func TestDeliverRollsBackFailedClaim(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	mock.ExpectBegin()
+	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, 5, fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery(q(sqlRead)).WithArgs(5).WillReturnError(errors.New("lost connection"))
+	mock.ExpectRollback()
+
+	sender, sent := recordingSender(nil)
+	_, err := o.Deliver(context.Background(), sender, 10)
+	if err == nil || !strings.Contains(err.Error(), "claim mail 5: read: lost connection") {
+		t.Errorf("err = %v", err)
+	}
+	if len(*sent) != 0 {
+		t.Errorf("sent %d messages after a failed claim", len(*sent))
+	}
+}
+
+func TestDeliverRecordsSendEvenWhenCancelled(t *testing.T) {
+	o, mock := mockOutbox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5).AddRow(6))
+	expectClaim(mock, 5, 1, "")
+	mock.ExpectCommit()
+	mock.ExpectExec(q(sqlMarkSent)).WithArgs(fixedNow, 5).WillReturnResult(sqlmock.NewResult(0, 1))
+
+	// SIGTERM arrives while the message is being sent.
+	sender := &fakeSender{send: func(context.Context, mail.Message) error { cancel(); return nil }}
+	rep, err := o.Deliver(ctx, sender, 10)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if rep.Sent != 1 || len(rep.Items) != 1 {
+		t.Errorf("report = %+v, want the one sent message and no claim of row 6", rep)
+	}
+}
+
+func TestDeliverReportsStuck(t *testing.T) {
+	o, mock := mockOutbox(t)
+	o.StuckAfter = time.Hour
+	claimedAt := fixedNow.Add(-3 * time.Hour)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}))
+	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-time.Hour)).WillReturnRows(
+		sqlmock.NewRows([]string{"id", "dedupe_key", "recipient", "message_id", "attempts", "claimed_at", "last_error"}).
+			AddRow(3, "drip:account:7:welcome", "a@b.example", "x@cloud.example", 1, claimedAt, nil))
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []mail.StuckMessage{{ID: 3, Key: "drip:account:7:welcome", To: "a@b.example", MessageID: "x@cloud.example", Attempts: 1, ClaimedAt: claimedAt}}
+	if !reflect.DeepEqual(rep.Stuck, want) || len(*sent) != 0 {
+		t.Errorf("stuck = %+v, want %+v", rep.Stuck, want)
+	}
+}
+
+func TestRequeue(t *testing.T) {
+	o, mock := mockOutbox(t)
+	const sqlOp = "UPDATE mail_outbox SET status = 'queued', next_attempt_at = ?, claimed_at = NULL\nWHERE id = ? AND status IN ('sending', 'failed')"
+	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 3).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 4).WillReturnResult(sqlmock.NewResult(0, 0))
+	if err := o.Requeue(context.Background(), 3); err != nil {
+		t.Errorf("Requeue(3) = %v", err)
+	}
+	if err := o.Requeue(context.Background(), 4); !errors.Is(err, mail.ErrNotRequeueable) {
+		t.Errorf("Requeue(4) = %v, want ErrNotRequeueable", err)
+	}
+}
+
+func TestSuppressNormalizesAddress(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectExec(q("INSERT INTO mail_suppressions (email, reason, created_at) VALUES (?, ?, ?)")).
+		WithArgs("ada@customer.example", "one-click unsubscribe", fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery(q("SELECT COUNT(*) FROM mail_suppressions WHERE email = ?")).WithArgs("ada@customer.example").
+		WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
+	if err := o.Suppress(context.Background(), "Ada <ADA@Customer.Example>", "one-click unsubscribe"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.IsSuppressed(context.Background(), "ada@CUSTOMER.example")
+	if err != nil || !got {
+		t.Errorf("IsSuppressed = %v, %v; want true", got, err)
+	}
+	if err := o.Suppress(context.Background(), "nobody", "x"); !errors.Is(err, mail.ErrInvalidMessage) {
+		t.Errorf("Suppress(invalid) = %v", err)
+	}
+}
+

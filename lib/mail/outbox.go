@@ -242,7 +242,8 @@ func (r *DeliveryReport) add(it DeliveryItem) {
 // sending) before it is sent, so concurrent Delivers never send one message twice,
 // then marked sent, requeued with a backoff, failed, or suppressed. Item-level
 // failures are in the report; the error is for what stops the run (database down,
-// context cancelled), and the report holds what was done until then.
+// SMTP relay unavailable, context cancelled), and the report holds what was done until
+// then.
 func (o *Outbox) Deliver(ctx context.Context, sender MessageSender, limit int) (DeliveryReport, error) {
 	var rep DeliveryReport
 	if limit <= 0 {
@@ -405,6 +406,11 @@ func (o *Outbox) deliverOne(ctx context.Context, sender MessageSender, id int64)
 		it.Outcome = OutcomeSent
 		q, args = `UPDATE mail_outbox SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'`,
 			[]any{now, id}
+	case errors.Is(sendErr, ErrRelayUnavailable):
+		// Not the message's fault: give the attempt back, keep it due, stop the batch.
+		it.Outcome, it.Error, it.Attempts = OutcomeRequeued, sendErr.Error(), c.attempts-1
+		q, args = `UPDATE mail_outbox SET status = 'queued', attempts = attempts - 1, last_error = ? WHERE id = ? AND status = 'sending'`,
+			[]any{truncate(it.Error), id}
 	case errors.Is(sendErr, ErrDeliveryUnknown):
 		it.Outcome, it.Error = OutcomeUnknown, sendErr.Error()
 		q, args = `UPDATE mail_outbox SET last_error = ? WHERE id = ? AND status = 'sending'`,
@@ -434,6 +440,10 @@ func (o *Outbox) deliverOne(ctx context.Context, sender MessageSender, id int64)
 	case OutcomeSent:
 		log.Info().Msg("mail sent")
 	case OutcomeRequeued:
+		if errors.Is(sendErr, ErrRelayUnavailable) {
+			log.Error().Str("error", it.Error).Msg("smtp relay unavailable: delivery stopped, mail stays queued")
+			return it, fmt.Errorf("deliver mail: %w", sendErr)
+		}
 		log.Warn().Str("error", it.Error).Msg("mail send failed, will retry")
 	case OutcomeFailed:
 		log.Error().Str("error", it.Error).Msg("mail send failed for good")

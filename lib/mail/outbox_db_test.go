@@ -8,6 +8,7 @@ package mail_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -380,5 +381,32 @@ func TestOutboxDBUnknownOutcomeIsLeftForOperator(t *testing.T) {
 	}
 	if n := len(f.sink.Messages()); n != 1 {
 		t.Errorf("sink got %d messages, want exactly the 1 it may have delivered", n)
+	}
+}
+
+func TestOutboxDBRelayDownKeepsMessagesQueued(t *testing.T) {
+	f := newDBFixture(t)
+	f.enqueue(t, "drip:account:1:welcome", messageTo(1))
+	f.enqueue(t, "drip:account:2:welcome", messageTo(2))
+	down, err := mail.NewSender(mail.SMTPConfig{Host: "127.0.0.1", Port: closedPort(t), TLS: "none",
+		Timeout: 2 * time.Second, From: "a@cloud.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.outbox.Deliver(context.Background(), down, 100)
+	if !errors.Is(err, mail.ErrRelayUnavailable) {
+		t.Fatalf("Deliver err = %v, want ErrRelayUnavailable", err)
+	}
+	if rep.Requeued != 1 || len(rep.Items) != 1 {
+		t.Errorf("report = %+v, want the first message requeued and the batch stopped", rep)
+	}
+	for _, key := range []string{"drip:account:1:welcome", "drip:account:2:welcome"} {
+		if r := f.row(t, key); r.status != "queued" || r.attempts != 0 || !r.next.Equal(fixedNow) {
+			t.Errorf("%s = %+v, want still queued and due, no attempt spent", key, r)
+		}
+	}
+	// The relay is back: both go out in the next run.
+	if rep := f.deliver(t); rep.Sent != 2 {
+		t.Errorf("report = %+v, want 2 sent", rep)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"net/textproto"
 	"reflect"
 	"regexp"
@@ -405,3 +406,27 @@ func TestSuppressNormalizesAddress(t *testing.T) {
 	}
 }
 
+func TestDeliverStopsWhenRelayUnavailable(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5).AddRow(6))
+	expectClaim(mock, 5, 4, "")
+	mock.ExpectCommit()
+	relayErr := fmt.Errorf("send mail to x: %w", mail.ErrRelayUnavailable)
+	// The attempt is given back and the message stays due; row 6 is not touched.
+	mock.ExpectExec(q("UPDATE mail_outbox SET status = 'queued', attempts = attempts - 1, last_error = ? WHERE id = ? AND status = 'sending'")).
+		WithArgs(relayErr.Error(), 5).WillReturnResult(sqlmock.NewResult(0, 1))
+
+	sender, sent := recordingSender(relayErr)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if !errors.Is(err, mail.ErrRelayUnavailable) {
+		t.Fatalf("Deliver err = %v, want ErrRelayUnavailable", err)
+	}
+	if len(*sent) != 1 {
+		t.Errorf("send called %d times, want 1", len(*sent))
+	}
+	want := []mail.DeliveryItem{{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To,
+		Outcome: mail.OutcomeRequeued, Attempts: 3, Error: relayErr.Error()}}
+	if !reflect.DeepEqual(rep.Items, want) || rep.Requeued != 1 {
+		t.Errorf("report = %+v, want %+v", rep, want)
+	}
+}

@@ -16,6 +16,12 @@ import (
 // send it twice, so the Outbox leaves such a message for an operator instead.
 var ErrDeliveryUnknown = errors.New("delivery outcome unknown")
 
+// ErrRelayUnavailable means the SMTP relay could not be reached or refused the session
+// (connection, TLS, EHLO or AUTH) before any message was offered. It says nothing
+// about the message, so the Outbox keeps it queued without spending an attempt and
+// stops the batch instead of timing out on every remaining message.
+var ErrRelayUnavailable = errors.New("smtp relay unavailable")
+
 // SMTPConfig is how to reach the SMTP relay. Its String method redacts the password so
 // the config can appear in logs and errors.
 type SMTPConfig struct {
@@ -26,7 +32,8 @@ type SMTPConfig struct {
 	Password string
 	// TLS is "" (STARTTLS when the server offers it, plaintext otherwise; go-mail's
 	// TLSOpportunistic), "starttls" (STARTTLS required), "tls" (implicit TLS, port 465
-	// style) or "none" (plaintext; only for a relay on loopback or the test sinks).
+	// style) or "none" (plaintext; only for a relay on loopback or the test sinks,
+	// and AUTH, if any, is PLAIN to localhost only).
 	TLS string
 	// Timeout bounds dialing and each SMTP exchange; zero means 30s.
 	Timeout time.Duration
@@ -105,9 +112,15 @@ func NewSender(cfg SMTPConfig) (*Sender, error) {
 	}
 	opts = append(opts, gomail.WithTimeout(timeout))
 	if cfg.Username != "" {
-		// AUTODISCOVER picks the strongest mechanism the server offers; go-mail refuses
-		// PLAIN/LOGIN over an unencrypted connection to anything but localhost.
-		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+		// Over TLS, AUTODISCOVER picks the strongest mechanism the server offers (and
+		// never PLAIN or LOGIN on a connection that stayed plaintext). With TLS "none"
+		// the relay must be on loopback: PLAIN, which go-mail only sends unencrypted to
+		// localhost, so a password never crosses the network in clear.
+		auth := gomail.SMTPAuthAutoDiscover
+		if cfg.TLS == "none" {
+			auth = gomail.SMTPAuthPlain
+		}
+		opts = append(opts, gomail.WithSMTPAuth(auth),
 			gomail.WithUsername(cfg.Username), gomail.WithPassword(cfg.Password))
 	}
 	client, err := gomail.NewClient(cfg.Host, opts...)
@@ -128,7 +141,8 @@ func (s *Sender) now() time.Time {
 
 // Send delivers msg over a fresh SMTP connection. Errors are wrapped with the
 // recipient; IsPermanent tells a rejection (5xx, invalid message) from a failure worth
-// retrying, and errors.Is(err, ErrDeliveryUnknown) flags a possibly delivered message.
+// retrying, errors.Is(err, ErrRelayUnavailable) a relay that is down or refuses us, and
+// errors.Is(err, ErrDeliveryUnknown) a possibly delivered message.
 // Once the server has accepted the message, errors from RSET or QUIT are ignored: the
 // mail is sent and reporting a failure would invite a second send.
 func (s *Sender) Send(ctx context.Context, msg Message) error {
@@ -203,7 +217,7 @@ func (s *Sender) build(msg Message) (*gomail.Msg, error) {
 
 // connectError is a failure before any message was offered: dial, TLS, EHLO or AUTH.
 // Even a 5xx here (say, 535 bad credentials) is about the relay or our config, not the
-// message, so it is never permanent for the message.
+// message, so it is never permanent for the message; it is ErrRelayUnavailable.
 type connectError struct {
 	addr string
 	err  error
@@ -211,6 +225,9 @@ type connectError struct {
 
 func (e *connectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.addr, e.err) }
 func (e *connectError) Unwrap() error { return e.err }
+
+// Is makes errors.Is(err, ErrRelayUnavailable) true.
+func (e *connectError) Is(target error) bool { return target == ErrRelayUnavailable }
 
 // IsPermanent reports whether err means the message can never be delivered as it is:
 // an invalid message, or a 5xx reply to MAIL, RCPT or DATA. Everything else (4xx
@@ -223,8 +240,7 @@ func IsPermanent(err error) bool {
 	if errors.Is(err, ErrInvalidMessage) {
 		return true
 	}
-	var ce *connectError
-	if errors.As(err, &ce) {
+	if errors.Is(err, ErrRelayUnavailable) {
 		return false
 	}
 	var se *gomail.SendError

@@ -212,20 +212,29 @@ func TestSenderClassifiesFailures(t *testing.T) {
 	}
 }
 
-func TestSenderConnectionFailuresAreTemporary(t *testing.T) {
+// closedPort is a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close() // nothing listens there now
-	s, err := mail.NewSender(mail.SMTPConfig{Host: "127.0.0.1", Port: port, TLS: "none", Timeout: 2 * time.Second, From: "a@cloud.example"})
+	_ = ln.Close()
+	return port
+}
+
+func TestSenderConnectionFailuresAreTemporary(t *testing.T) {
+	s, err := mail.NewSender(mail.SMTPConfig{Host: "127.0.0.1", Port: closedPort(t), TLS: "none", Timeout: 2 * time.Second, From: "a@cloud.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = s.Send(context.Background(), validMessage())
 	if err == nil || mail.IsPermanent(err) {
 		t.Fatalf("Send to a closed port: err = %v, want a temporary error", err)
+	}
+	if !errors.Is(err, mail.ErrRelayUnavailable) {
+		t.Errorf("err = %v, want ErrRelayUnavailable", err)
 	}
 	if errors.Is(err, mail.ErrDeliveryUnknown) {
 		t.Errorf("err = %v: nothing was handed over, so the outcome is known", err)
@@ -344,6 +353,7 @@ func TestIsPermanent(t *testing.T) {
 		{"network", &net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
 		{"deadline", context.DeadlineExceeded, false},
 		{"unknown outcome", fmt.Errorf("%w: eof", mail.ErrDeliveryUnknown), false},
+		{"relay unavailable", fmt.Errorf("%w: 535 bad credentials", mail.ErrRelayUnavailable), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/DATA-DOG/go-sqlmock"
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/cronkit/cronkit/lib/mail"
 )
@@ -66,14 +67,14 @@ func (m matchRegexp) Match(v driver.Value) bool {
 const (
 	sqlInsert    = "INSERT INTO mail_outbox"
 	sqlDue       = "SELECT id FROM mail_outbox WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?"
-	sqlClaim     = "UPDATE mail_outbox SET status = 'sending', attempts = attempts + 1, claimed_at = ?\nWHERE id = ? AND status = 'queued' AND next_attempt_at <= ?"
+	sqlClaim     = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sending', attempts = attempts + 1, claimed_at = ?\nWHERE id = ? AND status = 'queued' AND next_attempt_at <= ?"
 	sqlRead      = "SELECT dedupe_key, sender, recipient, subject, body_text, body_html, headers,"
 	sqlSuppCheck = "SELECT reason FROM mail_suppressions WHERE email = ?"
-	sqlMarkSupp  = "UPDATE mail_outbox SET status = 'suppressed', last_error = ? WHERE id = ?"
-	sqlMarkSent  = "UPDATE mail_outbox SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'"
-	sqlMarkFail  = "UPDATE mail_outbox SET status = 'failed', last_error = ? WHERE id = ? AND status = 'sending'"
-	sqlRequeue   = "UPDATE mail_outbox SET status = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'"
-	sqlUnknown   = "UPDATE mail_outbox SET last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlMarkSupp  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'suppressed', last_error = ? WHERE id = ?"
+	sqlMarkSent  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'"
+	sqlMarkFail  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'failed', last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlRequeue   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlUnknown   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET last_error = ? WHERE id = ? AND status = 'sending'"
 	sqlStuck     = "SELECT id, dedupe_key, recipient, message_id, attempts, claimed_at, last_error\nFROM mail_outbox WHERE status = 'sending' AND claimed_at <= ? ORDER BY id LIMIT 1000"
 )
 
@@ -377,7 +378,7 @@ func TestDeliverReportsStuck(t *testing.T) {
 
 func TestRequeue(t *testing.T) {
 	o, mock := mockOutbox(t)
-	const sqlOp = "UPDATE mail_outbox SET status = 'queued', next_attempt_at = ?, claimed_at = NULL\nWHERE id = ? AND status IN ('sending', 'failed')"
+	const sqlOp = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, claimed_at = NULL\nWHERE id = ? AND status IN ('sending', 'failed')"
 	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 3).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 4).WillReturnResult(sqlmock.NewResult(0, 0))
 	if err := o.Requeue(context.Background(), 3); err != nil {
@@ -413,7 +414,7 @@ func TestDeliverStopsWhenRelayUnavailable(t *testing.T) {
 	mock.ExpectCommit()
 	relayErr := fmt.Errorf("send mail to x: %w", mail.ErrRelayUnavailable)
 	// The attempt is given back and the message stays due; row 6 is not touched.
-	mock.ExpectExec(q("UPDATE mail_outbox SET status = 'queued', attempts = attempts - 1, last_error = ? WHERE id = ? AND status = 'sending'")).
+	mock.ExpectExec(q("UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', attempts = attempts - 1, last_error = ? WHERE id = ? AND status = 'sending'")).
 		WithArgs(relayErr.Error(), 5).WillReturnResult(sqlmock.NewResult(0, 1))
 
 	sender, sent := recordingSender(relayErr)
@@ -428,5 +429,27 @@ func TestDeliverStopsWhenRelayUnavailable(t *testing.T) {
 		Outcome: mail.OutcomeRequeued, Attempts: 3, Error: relayErr.Error()}}
 	if !reflect.DeepEqual(rep.Items, want) || rep.Requeued != 1 {
 		t.Errorf("report = %+v, want %+v", rep, want)
+	}
+}
+
+func TestDeliverSkipsClaimThatDeadlocked(t *testing.T) {
+	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5).AddRow(6))
+	mock.ExpectBegin()
+	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, 5, fixedNow).
+		WillReturnError(&gomysql.MySQLError{Number: 1213, Message: "Deadlock found when trying to get lock"})
+	mock.ExpectRollback()
+	expectClaim(mock, 6, 1, "")
+	mock.ExpectCommit()
+	mock.ExpectExec(q(sqlMarkSent)).WithArgs(fixedNow, 6).WillReturnResult(sqlmock.NewResult(0, 1))
+	expectNoStuck(mock)
+
+	sender, sent := recordingSender(nil)
+	rep, err := o.Deliver(context.Background(), sender, 10)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	if len(*sent) != 1 || rep.Sent != 1 || len(rep.Items) != 1 || rep.Items[0].ID != 6 {
+		t.Errorf("sent %d, report %+v; want row 5 left queued and row 6 sent", len(*sent), rep)
 	}
 }

@@ -158,6 +158,24 @@ func TestChargeDeclines(t *testing.T) {
 	}
 }
 
+func TestDeclineIsReplayedToo(t *testing.T) {
+	e := newEnv(t)
+	cus := e.customer(t, "pm_card_chargeDeclinedInsufficientFunds")
+	c := e.client()
+	first, err := c.Charge(context.Background(), chargeReq(cus, "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Charge(context.Background(), chargeReq(cus, "k1"))
+	if err != nil || !again.Replayed || again.PaymentIntentID != first.PaymentIntentID ||
+		again.Outcome != payment.OutcomeSoftDecline || again.DeclineCode != "insufficient_funds" {
+		t.Errorf("repeat = %+v, %v; want the replayed decline of %s", again, err, first.PaymentIntentID)
+	}
+	if _, failed := e.fake.ChargeCount(cus); failed != 1 {
+		t.Errorf("declined charges = %d, want 1", failed)
+	}
+}
+
 func TestChargeWithoutPaymentMethodIsHardDecline(t *testing.T) {
 	e := newEnv(t)
 	cus := e.customer(t, "")

@@ -100,6 +100,8 @@ type Error struct {
 	cause error
 }
 
+// Error reads "op: kind (stripe status type code param=... request=...): message",
+// never with the API key in it.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Op)

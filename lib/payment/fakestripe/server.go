@@ -162,8 +162,8 @@ func (s *Server) DropResponseNext(n int) {
 	s.drops += n
 }
 
-// PauseNext holds the next POST request in flight once its idempotency key is
-// reserved, before anything is done, so that a test can send a concurrent request
+// PauseNext holds the next POST request that carries an Idempotency-Key (stripe-go
+// always sends one) in flight once the key is reserved, before anything is done, so that a test can send a concurrent request
 // with the same key. arrived is closed when the request is being held; release lets
 // it go on (calling it more than once is harmless).
 func (s *Server) PauseNext() (arrived <-chan struct{}, release func()) {

@@ -1,0 +1,176 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"go/build"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v82"
+)
+
+// stripeMock starts Stripe's stripe-mock (found through CRONKIT_STRIPE_MOCK, PATH or
+// $GOPATH/bin) on a free loopback port and returns its base URL. Without it the test
+// is skipped, or fails under CRONKIT_INTEGRATION=1.
+func stripeMock(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("CRONKIT_STRIPE_MOCK")
+	if bin == "" {
+		if p, err := exec.LookPath("stripe-mock"); err == nil {
+			bin = p
+		} else if p := filepath.Join(build.Default.GOPATH, "bin", "stripe-mock"); fileExists(p) {
+			bin = p
+		}
+	}
+	if bin == "" {
+		msg := "stripe-mock not found (go install github.com/stripe/stripe-mock@v0.203.0, or set CRONKIT_STRIPE_MOCK)"
+		if os.Getenv("CRONKIT_INTEGRATION") == "1" {
+			t.Fatal("CRONKIT_INTEGRATION=1 but " + msg)
+		}
+		t.Skip(msg)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // stripe-mock binds it next; a race with another process is unlikely
+
+	var out strings.Builder
+	cmd := exec.Command(bin, "-http-addr", addr)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return "http://" + addr
+		}
+		select {
+		case <-exited:
+			t.Fatalf("stripe-mock exited before listening:\n%s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stripe-mock did not listen on %s:\n%s", addr, out.String())
+		}
+	}
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// TestAgainstStripeMock checks our request shapes against Stripe's OpenAPI spec, as
+// enforced by stripe-mock. stripe-mock is stateless (canned fixtures that echo some
+// parameters), so the assertions are about acceptance, not business outcomes.
+func TestAgainstStripeMock(t *testing.T) {
+	base := stripeMock(t)
+	c := New(Config{APIKey: "sk_test_123", BaseURL: base, HTTPClient: &http.Client{Timeout: 10 * time.Second}})
+	ctx := context.Background()
+
+	t.Run("charge", func(t *testing.T) {
+		res, err := c.Charge(ctx, ChargeRequest{
+			Customer:       "cus_123",
+			PaymentMethod:  "pm_card_visa",
+			AmountMinor:    1234,
+			Currency:       "USD",
+			Description:    "Invoice 42",
+			Metadata:       map[string]string{"invoice_id": "42", "attempt": "1"},
+			IdempotencyKey: "invoice-42-attempt-1",
+		})
+		if err != nil {
+			t.Fatalf("stripe-mock rejected our charge: %v", err)
+		}
+		if !strings.HasPrefix(res.PaymentIntentID, "pi_") || res.AmountMinor != 1234 || res.Currency != "usd" ||
+			res.PaymentMethod != "pm_card_visa" || res.Outcome == 0 {
+			t.Errorf("result = %+v", res)
+		}
+	})
+
+	t.Run("get customer", func(t *testing.T) {
+		cust, err := c.GetCustomer(ctx, "cus_abc")
+		if err != nil || cust.ID != "cus_abc" {
+			t.Fatalf("GetCustomer = %+v, %v", cust, err)
+		}
+		// stripe-mock's customer has no default payment method: Charge looks it up
+		// and declines without creating anything.
+		res, err := c.Charge(ctx, ChargeRequest{Customer: "cus_abc", AmountMinor: 500, Currency: "eur", IdempotencyKey: "k"})
+		if err != nil || res.Outcome != OutcomeHardDecline || res.DeclineCode != DeclineNoPaymentMethod {
+			t.Errorf("charge without payment method = %+v, %v", res, err)
+		}
+	})
+
+	t.Run("list payment intents", func(t *testing.T) {
+		n := 0
+		for pi, err := range c.ListPaymentIntents(ctx, ListParams{
+			Customer:    "cus_123",
+			CreatedFrom: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			CreatedTo:   time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC),
+		}) {
+			if err != nil {
+				t.Fatalf("stripe-mock rejected our list: %v", err)
+			}
+			if !strings.HasPrefix(pi.ID, "pi_") {
+				t.Errorf("item = %+v", pi)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Error("no PaymentIntent listed")
+		}
+	})
+
+	// Proof that stripe-mock validates at all, so the passes above mean something.
+	t.Run("invalid parameters are rejected", func(t *testing.T) {
+		p := &stripe.PaymentIntentCreateParams{Amount: stripe.Int64(100), Currency: stripe.String("usd")}
+		p.AddExtra("not_a_stripe_parameter", "1")
+		_, err := c.stripe.V1PaymentIntents.Create(ctx, p)
+		if err == nil {
+			t.Fatal("stripe-mock accepted an unknown parameter")
+		}
+		werr := c.wrapError("create payment intent", err)
+		var perr *Error
+		if !errors.Is(werr, ErrInvalidRequest) || !errors.As(werr, &perr) || perr.StatusCode != http.StatusBadRequest {
+			t.Errorf("unknown parameter: %v, want ErrInvalidRequest (400)", werr)
+		}
+		_, err = c.stripe.V1PaymentIntents.Create(ctx, &stripe.PaymentIntentCreateParams{Currency: stripe.String("usd")})
+		if werr := c.wrapError("create payment intent", err); !errors.Is(werr, ErrInvalidRequest) {
+			t.Errorf("missing amount: %v, want ErrInvalidRequest", werr)
+		}
+	})
+
+	// stripe-mock echoes the Authorization header in its 401 message.
+	t.Run("bad key is redacted", func(t *testing.T) {
+		const bad = "not_a_stripe_key_9f8e7d6c"
+		bc := New(Config{APIKey: bad, BaseURL: base})
+		_, err := bc.GetCustomer(ctx, "cus_123")
+		if !errors.Is(err, ErrAuthentication) {
+			t.Fatalf("err = %v, want ErrAuthentication", err)
+		}
+		if msg := err.Error(); strings.Contains(msg, bad) || !strings.Contains(msg, "[redacted]") {
+			t.Errorf("error = %q: the key must be redacted", msg)
+		}
+	})
+}

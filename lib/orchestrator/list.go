@@ -102,7 +102,8 @@ func accountKey(name, domainID string) string {
 // page size (plus one id per account in scope, to fill AccountID).
 //
 // Order: CloudStack returns VMs by ascending internal database id, i.e. in creation
-// order; that is neither id (uuid) nor name order, and this method does not re-sort
+// order (QueryManagerImpl sorts listVirtualMachines with Filter(UserVmVO, "id",
+// ascending)); that is neither id (uuid) nor name order, and this method does not re-sort
 // (a merge-join must sort on its own side, or key on creation). Paging is by offset,
 // so a VM expunged while the pages are read can shift a later VM onto a page already
 // read and be missed for this pass; new VMs only append at the end.

@@ -50,6 +50,8 @@ func commands() []*command {
 		migrateCommand(),
 		historyCommand(),
 		noopCommand(),
+		crontabCommand(),
+		scheduleCommand(),
 	}
 }
 

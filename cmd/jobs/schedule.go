@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cronkit/cronkit/lib/crontab"
+	"github.com/cronkit/cronkit/lib/run"
+)
+
+// scheduleCommand is cron for containers that have none: it runs a crontab's lines as
+// child processes of this binary, never two of one line at once, and on SIGTERM
+// passes the signal to running children and waits for them (each records itself as
+// cancelled), up to --stop-timeout.
+func scheduleCommand() *command {
+	return &command{
+		name:    "schedule",
+		summary: "run a crontab in-process (containers without cron): each run a child process, no overlap",
+		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
+			file := fs.String("crontab", "", "crontab file to run (user format: no user field)")
+			system := fs.Bool("system-format", false, "the file is in cron.d format (with a user field, ignored)")
+			stop := fs.Duration("stop-timeout", 10*time.Minute, "on SIGTERM, wait this long for running jobs before killing them")
+			logFormat := fs.String("log-format", "auto", "json, console or auto")
+			return func(ctx context.Context, _ string, _ []string) int {
+				if *file == "" {
+					fmt.Fprintln(e.stderr, "jobs schedule: --crontab FILE is required")
+					return run.ExitUsage
+				}
+				entries, err := loadCrontabFile(*file, *system)
+				if err != nil {
+					fmt.Fprintf(e.stderr, "jobs schedule: %v\n", err)
+					return run.ExitUsage
+				}
+				// A line that is not a valid command is fatal; advice (a missing
+				// --timeout, a timeout longer than the interval) is logged below.
+				validate := validateArgs(e)
+				for _, en := range entries {
+					if err := validate(en.Args); err != nil {
+						fmt.Fprintf(e.stderr, "jobs schedule: %s:%d: %v\n", en.Source, en.Line, err)
+						return run.ExitUsage
+					}
+				}
+				rep, _ := crontab.Check(entries, validate, e.now(), 1)
+				format := *logFormat
+				if format == "auto" {
+					format = "json"
+					if e.tty {
+						format = "console"
+					}
+				}
+				log := run.NewLogger(e.stderr, format, e.tty, zerolog.InfoLevel, map[string]any{
+					"job": "schedule", "host": e.host, "version": e.version,
+				})
+				ctx = log.WithContext(ctx)
+				s := &crontab.Scheduler{
+					Entries:     entries,
+					StopTimeout: *stop,
+					Start:       e.startChild(ctx),
+				}
+				for _, r := range rep.Results {
+					for _, p := range r.Problems {
+						log.Warn().Str("entry", fmt.Sprintf("%s:%d", r.Entry.Source, r.Entry.Line)).Msg(p)
+					}
+				}
+				log.Info().Str("crontab", *file).Int("entries", len(entries)).Msg("scheduler started")
+				if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					log.Error().Err(err).Msg("scheduler stopped")
+					return run.ExitFailed
+				}
+				log.Info().Msg("scheduler stopped")
+				if ctx.Err() != nil {
+					return run.ExitInterrupted
+				}
+				return run.ExitOK
+			}
+		},
+	}
+}
+
+// startChild runs one crontab entry as `jobs <args>`, with this process's environment
+// and output. When the scheduler is told to stop (outer is cancelled), running
+// children get SIGTERM so they finish their work in flight and record themselves.
+func (e *env) startChild(outer context.Context) func(ctx context.Context, en crontab.Entry) (func() error, error) {
+	return func(ctx context.Context, en crontab.Entry) (func() error, error) {
+		cmd := exec.CommandContext(ctx, e.self, en.Args...)
+		cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
+		cmd.Env = os.Environ()
+		// Children do not get the terminal's Ctrl-C directly: we pass signals on.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %v: %w", en.Args, err)
+		}
+		exited := make(chan struct{})
+		go func() {
+			select {
+			case <-outer.Done():
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+			case <-exited:
+			}
+		}()
+		return func() error {
+			err := cmd.Wait()
+			close(exited)
+			return err
+		}, nil
+	}
+}

@@ -52,6 +52,7 @@ func commands() []*command {
 		noopCommand(),
 		crontabCommand(),
 		scheduleCommand(),
+		demoCommand(),
 	}
 }
 

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cronkit/cronkit/fixtures"
+	"github.com/cronkit/cronkit/lib/mail/mailsink"
+	"github.com/cronkit/cronkit/lib/mysql"
+	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
+	"github.com/cronkit/cronkit/lib/payment/fakestripe"
+	"github.com/cronkit/cronkit/lib/run"
+)
+
+// demoCommand shows cronkit on a believable small cloud: it loads the fixture world
+// into an empty database, starts the fake Stripe, fake CloudStack and an SMTP sink on
+// loopback, and runs the jobs as child processes, exactly as cron would, printing
+// each command and its report. make demo provides the throwaway MariaDB.
+func demoCommand() *command {
+	return &command{
+		name:    "demo",
+		summary: "load the demo world into an empty database and run every job (dry run, then for real) against fakes on loopback",
+		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
+			var db dbOptions
+			db.register(fs)
+			roDSN := fs.String("ro-dsn", "", "a SELECT-only DSN for the dry runs (default: --db-dsn)")
+			return func(ctx context.Context, _ string, _ []string) int {
+				if err := e.demo(ctx, db, *roDSN); err != nil {
+					fmt.Fprintf(e.stderr, "jobs demo: %v\n", err)
+					if errors.Is(err, run.ErrUsage) {
+						return run.ExitUsage
+					}
+					return run.ExitFailed
+				}
+				return run.ExitOK
+			}
+		},
+	}
+}
+
+// demoStep is one command the demo runs and the exit codes that are the story (a
+// dry run that finds problems exits 3, and that is what it should do).
+type demoStep struct {
+	title string
+	args  []string
+	dsn   string // overrides the DSN (the SELECT-only one for dry runs)
+	ok    []int
+}
+
+func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
+	db, err := dbo.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if roDSN == "" {
+		roDSN = dbo.dsn
+	}
+	e.section("jobs migrate")
+	if err := mysql.Migrate(ctx, db, "up", e.stdout); err != nil {
+		return err
+	}
+	now := e.now()
+	world := fixtures.Demo(now)
+	e.section("loading the demo world")
+	start := time.Now()
+	if err := world.Load(ctx, db); err != nil {
+		return err
+	}
+	var usage int64
+	_ = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM usage_records").Scan(&usage)
+	fmt.Fprintf(e.stdout, "%d accounts, %d usage rows, late payer %d, decliner %d, miner %d (%s)\n",
+		len(world.Accounts), usage, fixtures.LatePayerID, fixtures.DeclinerID, fixtures.MinerID, time.Since(start).Round(time.Millisecond))
+
+	stripe := fakestripe.New(fixtures.StripeKey)
+	if err := stripe.LoadFixtures(jsonReader(world.Stripe())); err != nil {
+		return err
+	}
+	stripeURL, stopStripe, err := stripe.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer stopStripe()
+	cs := fakecloudstack.New()
+	if err := cs.LoadFixtures(jsonReader(world.CloudStack())); err != nil {
+		return err
+	}
+	csURL, stopCS, err := cs.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer stopCS()
+	sink, err := mailsink.Start("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	dir, err := os.MkdirTemp("", "cronkit-demo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	domains := filepath.Join(dir, "disposable_email_blocklist.conf")
+	if err := os.WriteFile(domains, []byte(strings.Join(fixtures.DisposableDomains, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "fake Stripe %s, fake CloudStack %s, SMTP sink %s\n", stripeURL, csURL, sink.Addr())
+
+	childEnv := append(os.Environ(),
+		"CRONKIT_DB_DSN="+dbo.dsn,
+		"CRONKIT_STRIPE_URL="+stripeURL,
+		"CRONKIT_STRIPE_KEY="+fixtures.StripeKey,
+		"CRONKIT_CLOUDSTACK_URL="+csURL,
+		"CRONKIT_CLOUDSTACK_API_KEY="+fixtures.CloudStackAPIKey,
+		"CRONKIT_CLOUDSTACK_SECRET_KEY="+fixtures.CloudStackSecretKey,
+		fmt.Sprintf("CRONKIT_SMTP_HOST=%s", "127.0.0.1"),
+		fmt.Sprintf("CRONKIT_SMTP_PORT=%d", sink.Port()),
+		"CRONKIT_SMTP_TLS=none",
+		"CRONKIT_MAIL_FROM=billing@cronkit.example",
+		"CRONKIT_DISPOSABLE_DOMAINS="+domains,
+	)
+	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.RFC3339) }
+	late := fmt.Sprint(fixtures.LatePayerID)
+	steps := []demoStep{
+		{title: "every schedule in crontab/ parses and names real commands", args: []string{"crontab", "check", "--dir", "crontab", "--next", "1"}, ok: []int{0}},
+		{title: "billing, dry run with a SELECT-only database user: what would be rated, invoiced, charged", args: []string{"billing", "--dry-run"}, dsn: roDSN, ok: []int{0, 3}},
+		{title: "billing for real: rate every closed hour, close last month, charge (one card declines)", args: []string{"billing"}, ok: []int{0, 3}},
+		{title: "billing again: nothing is billed or charged twice", args: []string{"billing"}, ok: []int{0, 3}},
+		{title: "abuse, dry run: the transitions it would make and the facts behind them", args: []string{"abuse", "--dry-run"}, dsn: roDSN, ok: []int{0, 3}},
+		{title: "abuse for real: the late payer is reminded, the miner flagged and suspended", args: []string{"abuse"}, ok: []int{0, 3}},
+		{title: "abuse, 11 days later (simulated with --now): the late payer is warned", args: []string{"abuse", "--now", day(11)}, ok: []int{0, 3}},
+		{title: "abuse, 18 days later: the late payer is suspended", args: []string{"abuse", "--now", day(18)}, ok: []int{0, 3}},
+		{title: "what happened to the late payer?", args: []string{"abuse", "show", late}, ok: []int{0}},
+		{title: "what happened to the miner?", args: []string{"abuse", "show", fmt.Sprint(fixtures.MinerID)}, ok: []int{0}},
+		{title: "the runs, as recorded in job_runs", args: []string{"history", "--limit", "20"}, ok: []int{0}},
+	}
+	var failed []string
+	for _, s := range steps {
+		if find(s.args[0]) == nil {
+			failed = append(failed, fmt.Sprintf("jobs %s: no such command in this build", s.args[0]))
+			continue
+		}
+		env := childEnv
+		if s.dsn != "" {
+			env = append(append([]string{}, childEnv...), "CRONKIT_DB_DSN="+s.dsn)
+		}
+		code := e.demoRun(ctx, s, env)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !contains(s.ok, code) {
+			failed = append(failed, fmt.Sprintf("jobs %s exited %d", strings.Join(s.args, " "), code))
+		}
+	}
+	e.section("mail sent through SMTP (captured by the sink)")
+	for _, m := range sink.Messages() {
+		fmt.Fprintf(e.stdout, "%-32s %s\n", strings.Join(m.To, ","), m.Header.Get("Subject"))
+	}
+	if len(sink.Messages()) == 0 {
+		fmt.Fprintln(e.stdout, "(none)")
+	}
+	succeeded, declined := 0, 0
+	for _, a := range world.Accounts {
+		if a.Customer != "" {
+			s, f := stripe.ChargeCount(a.Customer)
+			succeeded, declined = succeeded+s, declined+f
+		}
+	}
+	c := cs.Counters()
+	e.section("what the fakes saw")
+	fmt.Fprintf(e.stdout, "Stripe: %d PaymentIntents (%d succeeded, %d declined)\nCloudStack: %d stops, %d disables, %d starts, %d enables, %d destroys\n",
+		stripe.PaymentIntentCount(), succeeded, declined, c.Stops, c.Disables, c.Starts, c.Enables, c.Destroys)
+	if len(failed) > 0 {
+		return fmt.Errorf("%d step(s) did not go as expected: %s", len(failed), strings.Join(failed, "; "))
+	}
+	e.section("demo complete")
+	return nil
+}
+
+func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
+	e.section(s.title)
+	fmt.Fprintf(e.stdout, "$ jobs %s\n", strings.Join(s.args, " "))
+	cmd := exec.CommandContext(ctx, e.self, s.args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
+	err := cmd.Run()
+	code := cmd.ProcessState.ExitCode()
+	if err != nil && code < 0 {
+		fmt.Fprintf(e.stderr, "jobs demo: %v\n", err)
+		return run.ExitFailed
+	}
+	fmt.Fprintf(e.stdout, "(exit %d)\n", code)
+	return code
+}
+
+func (e *env) section(title string) {
+	fmt.Fprintf(e.stdout, "\n==> %s\n", title)
+}
+
+func jsonReader(v any) io.Reader {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // fixture types always marshal
+	}
+	return bytes.NewReader(b)
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -139,14 +138,4 @@ func (e *env) runJob(ctx context.Context, job string, o *jobOptions, fn jobFunc)
 	}
 	defer db.Close()
 	return r.Run(ctx, db, func(ctx context.Context) (*run.Report, error) { return fn(ctx, db) })
-}
-
-// readSecretFile is for flags that name files (policy, fixtures); secrets themselves
-// come through bindEnv.
-func readFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, run.Usagef("%v", err)
-	}
-	return b, nil
 }

@@ -133,10 +133,11 @@ func New() *Server {
 }
 
 func (s *Server) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
+	clock := s.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return time.Now()
+	return clock()
 }
 
 // newID returns a fresh UUID-shaped id (deterministic, so test output is stable).

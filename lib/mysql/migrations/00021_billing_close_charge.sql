@@ -1,0 +1,33 @@
+-- +goose Up
+-- What the billing job learned it needs beyond 00020.
+
+-- Close looks for rated charges not yet on an invoice before the current month; this
+-- index makes that a range over only the un-invoiced rows (after a close, almost
+-- none) instead of a scan of the month. It replaces charges_invoice, whose lookups
+-- by invoice_id it still serves as a prefix.
+ALTER TABLE charges
+  DROP KEY charges_invoice,
+  ADD KEY charges_uninvoiced (invoice_id, status, hour);
+
+-- 'failed': the provider refused the request (invalid amount, unknown customer,
+-- idempotency key reused with other parameters). Nothing was charged, or, for a
+-- reused key, what happened is for reconciliation to find out; ops look at the
+-- invoice and set collection back to 'pending' once fixed.
+ALTER TABLE payments
+  MODIFY status ENUM('pending','succeeded','soft_declined','hard_declined','failed') NOT NULL,
+  -- The customer the attempt was made for: a replay must send exactly the first
+  -- request's parameters, even if the account's customer changed since.
+  ADD COLUMN provider_customer_id VARCHAR(64) NULL AFTER currency;
+
+ALTER TABLE invoices
+  MODIFY collection ENUM('pending','retrying','hard_declined','exhausted','no_payment_method','succeeded','failed') NOT NULL DEFAULT 'pending';
+
+-- +goose Down
+ALTER TABLE invoices
+  MODIFY collection ENUM('pending','retrying','hard_declined','exhausted','no_payment_method','succeeded') NOT NULL DEFAULT 'pending';
+ALTER TABLE payments
+  DROP COLUMN provider_customer_id,
+  MODIFY status ENUM('pending','succeeded','soft_declined','hard_declined') NOT NULL;
+ALTER TABLE charges
+  DROP KEY charges_uninvoiced,
+  ADD KEY charges_invoice (invoice_id);

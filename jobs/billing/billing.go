@@ -28,9 +28,12 @@ import (
 
 // Payments charges an invoice at the payment provider. *payment.Client is the real
 // one; a declined card is a result, an error means the outcome is unknown or the
-// request was refused (see package payment).
+// request was refused (see package payment). GetCustomer finds the card a new
+// attempt will use, so that the attempt records it and a replay sends exactly the
+// same request even if the customer changes cards in between.
 type Payments interface {
 	Charge(ctx context.Context, req payment.ChargeRequest) (payment.ChargeResult, error)
+	GetCustomer(ctx context.Context, id string) (payment.Customer, error)
 }
 
 // Config is what ops tune; the zero value takes the defaults below.

@@ -56,6 +56,7 @@ type attempt struct {
 	amountMinor int64
 	currency    string
 	customer    string
+	card        string // payment method, resolved when the attempt starts
 	openedAt    time.Time
 	period      time.Time
 	createdAt   time.Time
@@ -78,10 +79,11 @@ func (a *attempt) plan() string {
 // (the provider refuses a key reused with other parameters).
 func (a *attempt) request() payment.ChargeRequest {
 	return payment.ChargeRequest{
-		Customer:    a.customer,
-		AmountMinor: a.amountMinor,
-		Currency:    a.currency,
-		Description: fmt.Sprintf("Invoice %d, %s", a.invoiceID, a.period.Format("January 2006")),
+		Customer:      a.customer,
+		PaymentMethod: a.card,
+		AmountMinor:   a.amountMinor,
+		Currency:      a.currency,
+		Description:   fmt.Sprintf("Invoice %d, %s", a.invoiceID, a.period.Format("January 2006")),
 		Metadata: map[string]string{
 			"invoice_id": strconv.FormatInt(a.invoiceID, 10),
 			"attempt":    strconv.Itoa(a.n),
@@ -185,7 +187,7 @@ WHERE status = 'pending' AND provider_payment_id IS NOT NULL`, nil, "account_id"
 // time (or does it now, if the request never arrived).
 func (ch *charger) replayPending(ctx context.Context) error {
 	q, args := ch.accountFilter(`SELECT p.id, p.invoice_id, p.account_id, p.attempt, p.idempotency_key, p.amount_minor,
-  p.currency, p.provider_customer_id, p.created_at, i.opened_at, i.period_start
+  p.currency, p.provider_customer_id, p.provider_payment_method_id, p.created_at, i.opened_at, i.period_start
 FROM payments p JOIN invoices i ON i.id = p.invoice_id
 WHERE p.status = 'pending' AND p.provider_payment_id IS NULL`, nil, "p.account_id")
 	rows, err := ch.j.DB.QueryContext(ctx, q+" ORDER BY p.id", args...)
@@ -195,14 +197,14 @@ WHERE p.status = 'pending' AND p.provider_payment_id IS NULL`, nil, "p.account_i
 	var pending []attempt
 	for rows.Next() {
 		a := attempt{replay: true}
-		var customer sql.NullString
+		var customer, card sql.NullString
 		var opened sql.NullTime
 		if err := rows.Scan(&a.paymentID, &a.invoiceID, &a.account, &a.n, &a.key, &a.amountMinor,
-			&a.currency, &customer, &a.createdAt, &opened, &a.period); err != nil {
+			&a.currency, &customer, &card, &a.createdAt, &opened, &a.period); err != nil {
 			rows.Close()
 			return fmt.Errorf("find pending payments: %w", err)
 		}
-		a.customer, a.openedAt = customer.String, opened.Time
+		a.customer, a.card, a.openedAt = customer.String, card.String, opened.Time
 		pending = append(pending, a)
 	}
 	rows.Close()
@@ -271,7 +273,14 @@ WHERE i.status = 'open' AND i.total_minor > 0 AND i.collection IN ('pending', 'r
 				ch.rep.Act("charge", a.subject(), a.plan())
 				continue
 			}
-			ok, err := ch.j.startAttempt(ctx, a, ch.now)
+			ok, err := ch.resolveCard(ctx, a)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			ok, err = ch.j.startAttempt(ctx, a, ch.now)
 			if err != nil {
 				return err
 			}
@@ -290,6 +299,34 @@ WHERE i.status = 'open' AND i.total_minor > 0 AND i.collection IN ('pending', 'r
 	}
 }
 
+// resolveCard finds the customer's default card for a new attempt. Nothing has been
+// attempted yet, so a lookup that fails leaves the invoice for the next run (or, if
+// the customer is gone at the provider, for ops); only a rejected API key stops the
+// run.
+func (ch *charger) resolveCard(ctx context.Context, a *attempt) (bool, error) {
+	cust, err := ch.j.Payments.GetCustomer(ctx, a.customer)
+	switch {
+	case err == nil:
+		a.card = cust.DefaultPaymentMethod
+		return true, nil
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("charging invoice %d interrupted: %w", a.invoiceID, cause(ctx))
+	case errors.Is(err, payment.ErrAuthentication):
+		return false, fmt.Errorf("charge invoice %d: %w", a.invoiceID, err)
+	case errors.Is(err, payment.ErrNotFound):
+		if _, uerr := ch.j.DB.ExecContext(ctx, `UPDATE invoices SET collection = 'failed', last_decline_code = 'resource_missing',
+  next_attempt_at = NULL WHERE id = ? AND status = 'open'`, a.invoiceID); uerr != nil {
+			return false, fmt.Errorf("park invoice %d: %w", a.invoiceID, uerr)
+		}
+		ch.rep.Count("payments_failed", 1)
+		ch.rep.Problem("charge_refused", a.subject(), fmt.Sprintf("%s: %v; collection set to failed for ops", a.plan(), err))
+		return false, nil
+	default:
+		ch.rep.Problem("customer_lookup_failed", a.subject(), fmt.Sprintf("%s: %v; nothing was charged, the next run tries again", a.plan(), err))
+		return false, nil
+	}
+}
+
 // startAttempt writes the pending payment row, with its idempotency key, and counts
 // the attempt on the invoice, and commits, before anything is sent to the provider.
 // It returns false if the invoice moved on meanwhile.
@@ -305,8 +342,9 @@ func (j *Job) startAttempt(ctx context.Context, a *attempt, now time.Time) (bool
 			return err
 		}
 		res, err = tx.ExecContext(ctx, `INSERT INTO payments (invoice_id, account_id, attempt, idempotency_key, amount_minor, currency,
-  provider_customer_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
-			a.invoiceID, a.account, a.n, a.key, a.amountMinor, a.currency, a.customer, now, now)
+  provider_customer_id, provider_payment_method_id, status, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+			a.invoiceID, a.account, a.n, a.key, a.amountMinor, a.currency, a.customer, sql.NullString{String: a.card, Valid: a.card != ""}, now, now)
 		if err != nil {
 			return err
 		}

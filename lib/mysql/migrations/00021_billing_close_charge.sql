@@ -15,9 +15,11 @@ ALTER TABLE charges
 -- invoice and set collection back to 'pending' once fixed.
 ALTER TABLE payments
   MODIFY status ENUM('pending','succeeded','soft_declined','hard_declined','failed') NOT NULL,
-  -- The customer the attempt was made for: a replay must send exactly the first
-  -- request's parameters, even if the account's customer changed since.
-  ADD COLUMN provider_customer_id VARCHAR(64) NULL AFTER currency;
+  -- The customer and card the attempt was made with: a replay must send exactly the
+  -- first request's parameters (the provider refuses a key reused with others), even
+  -- if the account's customer or default card changed since.
+  ADD COLUMN provider_customer_id VARCHAR(64) NULL AFTER currency,
+  ADD COLUMN provider_payment_method_id VARCHAR(255) NULL AFTER provider_customer_id;
 
 ALTER TABLE invoices
   MODIFY collection ENUM('pending','retrying','hard_declined','exhausted','no_payment_method','succeeded','failed') NOT NULL DEFAULT 'pending';
@@ -26,6 +28,7 @@ ALTER TABLE invoices
 ALTER TABLE invoices
   MODIFY collection ENUM('pending','retrying','hard_declined','exhausted','no_payment_method','succeeded') NOT NULL DEFAULT 'pending';
 ALTER TABLE payments
+  DROP COLUMN provider_payment_method_id,
   DROP COLUMN provider_customer_id,
   MODIFY status ENUM('pending','succeeded','soft_declined','hard_declined') NOT NULL;
 ALTER TABLE charges

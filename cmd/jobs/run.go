@@ -50,6 +50,7 @@ func commands() []*command {
 		migrateCommand(),
 		historyCommand(),
 		noopCommand(),
+		billingCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),

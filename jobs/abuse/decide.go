@@ -59,6 +59,8 @@ type DunningFacts struct {
 	TimeZone            string
 	Tags                []string
 	CloudStackAccountID string
+	// AccountStatus is accounts.status: a terminated account gets no new case.
+	AccountStatus string
 	// Unpaid is ordered by due date, oldest first.
 	Unpaid []UnpaidInvoice
 }
@@ -285,6 +287,10 @@ func DecideDunning(c *Case, f DunningFacts, now time.Time, p DunningPolicy) Deci
 	}
 	if c != nil && !IsOpen(Dunning, state) {
 		d.Reason = "case closed"
+		return d
+	}
+	if c == nil && f.AccountStatus == "terminated" {
+		d.Reason = "account terminated"
 		return d
 	}
 	if state != StateGood && lvl < holdLevel(state) {

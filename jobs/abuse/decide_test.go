@@ -76,6 +76,7 @@ func TestDecideDunning(t *testing.T) {
 		unpaid     []UnpaidInvoice
 		tz         string
 		tags       []string
+		status     string
 		now        time.Time
 		policy     *DunningPolicy
 		want       string
@@ -142,13 +143,14 @@ func TestDecideDunning(t *testing.T) {
 		{name: "excluded with an open case: exclude", c: openCase(StateSuspended, day(21)), tags: []string{"vip", "never_suspend"},
 			unpaid: one, now: day(40), want: EventExclude, wantReason: "account tagged never_suspend"},
 		{name: "closed case: nothing", c: openCase(StateResolved, day(21)), unpaid: one, now: day(40), want: ""},
+		{name: "terminated account: no new case", status: "terminated", unpaid: one, now: day(90), want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pol := p
 			if tc.policy != nil {
 				pol = *tc.policy
 			}
-			f := DunningFacts{AccountID: 42, Email: "a@example.com", TimeZone: tc.tz, Tags: tc.tags, Unpaid: tc.unpaid}
+			f := DunningFacts{AccountID: 42, Email: "a@example.com", TimeZone: tc.tz, Tags: tc.tags, Unpaid: tc.unpaid, AccountStatus: tc.status}
 			d := DecideDunning(tc.c, f, tc.now, pol)
 			if d.Event != tc.want {
 				t.Fatalf("event %q, want %q (reason %q)", d.Event, tc.want, d.Reason)

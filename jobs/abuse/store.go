@@ -252,14 +252,14 @@ func dunningFacts(ctx context.Context, q querier, accounts []int64) (map[int64]*
 		return out, nil
 	}
 	in, args := inList(accounts)
-	rows, err := q.QueryContext(ctx, `SELECT id, email, name, time_zone, COALESCE(cloudstack_account_id, '')
+	rows, err := q.QueryContext(ctx, `SELECT id, email, name, time_zone, status, COALESCE(cloudstack_account_id, '')
 FROM accounts WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("dunning facts: accounts: %w", err)
 	}
 	for rows.Next() {
 		f := &DunningFacts{}
-		if err := rows.Scan(&f.AccountID, &f.Email, &f.Name, &f.TimeZone, &f.CloudStackAccountID); err != nil {
+		if err := rows.Scan(&f.AccountID, &f.Email, &f.Name, &f.TimeZone, &f.AccountStatus, &f.CloudStackAccountID); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("dunning facts: accounts: %w", err)
 		}

@@ -201,8 +201,12 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 		r.rep.Count("hours_rated", 1)
 		r.rep.Count("charges_rated", stats.rated)
 		r.rep.Count("charges_unrated", stats.unratedTotal())
+		msg := "hour rated"
+		if r.plan != nil {
+			msg = "hour planned"
+		}
 		r.log.Info().Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
-			Int64("unrated", stats.unratedTotal()).Msg("hour rated")
+			Int64("unrated", stats.unratedTotal()).Msg(msg)
 		progress.Step("rating hours", int64(next.Sub(start)/time.Hour)+1, total)
 		h = next.Add(time.Hour)
 	}

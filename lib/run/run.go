@@ -36,6 +36,8 @@ type Runner struct {
 	LockWait time.Duration
 	// Timeout bounds the run; 0 means none.
 	Timeout time.Duration
+	// LockCheck is how often the lock's session is checked (default 30s).
+	LockCheck time.Duration
 
 	Stdout    io.Writer // the report
 	Stderr    io.Writer // the log
@@ -177,6 +179,11 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		runCtx, cancel = context.WithTimeoutCause(ctx, r.Timeout, fmt.Errorf("%w after %s", ErrTimeout, r.Timeout))
 		defer cancel()
 	}
+	if lock != nil {
+		var stop func()
+		runCtx, stop = r.watchLock(runCtx, lock)
+		defer stop()
+	}
 	rep, err := r.call(runCtx, fn)
 	if rep == nil {
 		rep = NewReport(r.Job)
@@ -237,6 +244,43 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 	}
 	r.Pinger.Finish(ctx, r.id, code, out.Bytes())
 	return code
+}
+
+// ErrLockLost is the cancellation cause when the session holding the job's lock dies
+// (a MySQL restart, a network cut): another run may then start, so this one stops.
+var ErrLockLost = errors.New("lost the job's lock")
+
+// watchLock checks every LockCheck (default 30s) that the lock's session is alive,
+// and cancels the run when it is not.
+func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	every := r.LockCheck
+	if every == 0 {
+		every = 30 * time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+				err := lock.Alive(cctx)
+				ccancel()
+				if err != nil && ctx.Err() == nil {
+					r.logger.Error().Err(err).Msg("lock lost; stopping the run")
+					cancel(fmt.Errorf("%w: %v", ErrLockLost, err))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 // call runs fn, turning a panic into an error so the run is still recorded as failed.

@@ -353,3 +353,32 @@ func TestPingEndpointDownNeverFailsTheJob(t *testing.T) {
 		t.Fatalf("ping URL secret in log: %s", e.String())
 	}
 }
+
+func TestLostLockCancelsTheRun(t *testing.T) {
+	db := mysqltest.New(t)
+	var o, e syncBuffer
+	r := newRunner("billing", &o, &e)
+	r.LockCheck = 50 * time.Millisecond
+	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+		// Kill the session that holds cronkit.billing, as a server restart would.
+		var holder int64
+		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK('cronkit.billing')").Scan(&holder); err != nil {
+			return nil, err
+		}
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", holder)); err != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("run was not cancelled")
+		}
+	})
+	if code != ExitFailed {
+		t.Fatalf("code = %d, want 1", code)
+	}
+	if status, _, msg := jobRun(t, db, r.ID()); status != "cancelled" || !strings.Contains(msg, "lost the job's lock") {
+		t.Fatalf("job_runs: %s %q", status, msg)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cronkit/cronkit/lib/payment"
@@ -152,6 +153,14 @@ func (c *capped) ok() bool {
 }
 
 func (c *capped) more() int { return max(c.n-reportCap, 0) }
+
+// plural is "1 charge", "3 charges".
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
 
 func nullStr(s sql.NullString) string {
 	if !s.Valid {

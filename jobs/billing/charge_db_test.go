@@ -164,7 +164,7 @@ func TestChargeOutcomesWithFakeStripe(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Account 4 gets a customer: its parked invoice is charged again.
-	exec(t, db.DB, `UPDATE accounts SET stripe_customer_id = 'cus_1' WHERE id = 4`)
+	execSQL(t, db.DB, `UPDATE accounts SET stripe_customer_id = 'cus_1' WHERE id = 4`)
 	j.Now = at(opened.Add(24*time.Hour + time.Minute))
 	if rep, err = j.Charge(testCtx()); err != nil {
 		t.Fatal(err)
@@ -370,8 +370,8 @@ func TestChargeProviderAnswersThatAreNotDeclines(t *testing.T) {
 		{"processing", answer(payment.ChargeResult{Outcome: payment.OutcomePending, PaymentIntentID: "pi_1", Status: "processing", AmountMinor: 700, Currency: "usd"}, nil), false, "payment_processing", "pending", "pending"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			exec(t, db.DB, `DELETE FROM payments`)
-			exec(t, db.DB, `DELETE FROM invoices`)
+			execSQL(t, db.DB, `DELETE FROM payments`)
+			execSQL(t, db.DB, `DELETE FROM invoices`)
 			id := openInvoice(t, db.DB, 1, "USD", 700, opened)
 			j := &Job{DB: db.DB, Payments: tc.pay, Now: at(opened)}
 			rep, err := j.Charge(testCtx())
@@ -472,4 +472,8 @@ func TestChargeDryRunCallsNothingAndListsKeys(t *testing.T) {
 	if got := invoiceStateOf(t, db.DB, id); got.attempts != 0 {
 		t.Fatalf("dry run wrote: %+v", got)
 	}
+}
+
+func fakeCustomer(id, pm string) fakestripe.Customer {
+	return fakestripe.Customer{ID: id, Email: id + "@example.com", DefaultPaymentMethod: pm}
 }

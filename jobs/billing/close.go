@@ -166,7 +166,8 @@ type creditUse struct {
 // open, due 2025-04-01".
 func (p *invoicePlan) String(now time.Time, netDays int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s (subtotal %s, credit %s, %d lines)", FormatMinor(p.totalMinor, p.currency), p.subtotal, p.creditApplied, len(p.lines)+len(p.credits))
+	fmt.Fprintf(&b, "%s (subtotal %s, credit %s, %s)", FormatMinor(p.totalMinor, p.currency), p.subtotal, p.creditApplied,
+		plural(int64(len(p.lines)+len(p.credits)), "line"))
 	if p.totalMinor == 0 {
 		b.WriteString(", paid by credit")
 	} else {

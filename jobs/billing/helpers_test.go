@@ -35,7 +35,7 @@ func seed(t *testing.T, db *sql.DB, stmts ...string) {
 	}
 }
 
-func exec(t *testing.T, db *sql.DB, q string, args ...any) {
+func execSQL(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
@@ -48,20 +48,20 @@ func account(t *testing.T, db *sql.DB, id int64, currency string, customer strin
 	if customer != "" {
 		cust = customer
 	}
-	exec(t, db, `INSERT INTO accounts (id, email, currency, created_at, stripe_customer_id) VALUES (?, ?, ?, ?, ?)`,
+	execSQL(t, db, `INSERT INTO accounts (id, email, currency, created_at, stripe_customer_id) VALUES (?, ?, ?, ?, ?)`,
 		id, fmt.Sprintf("a%d@example.com", id), currency, t0.AddDate(0, -1, 0), cust)
 }
 
 func price(t *testing.T, db *sql.DB, product, currency, unit string, from time.Time, to *time.Time) {
 	t.Helper()
-	exec(t, db, `INSERT INTO prices (product, currency, unit_price, valid_from, valid_to) VALUES (?, ?, ?, ?, ?)`,
+	execSQL(t, db, `INSERT INTO prices (product, currency, unit_price, valid_from, valid_to) VALUES (?, ?, ?, ?, ?)`,
 		product, currency, unit, from, to)
 }
 
 func usage(t *testing.T, db *sql.DB, acct int64, resource, product string, h time.Time, qty string) {
 	t.Helper()
 	// Only the metering contract's columns: everything billing added has defaults.
-	exec(t, db, `INSERT INTO usage_records (account_id, resource_id, product, hour, quantity) VALUES (?, ?, ?, ?, ?)`,
+	execSQL(t, db, `INSERT INTO usage_records (account_id, resource_id, product, hour, quantity) VALUES (?, ?, ?, ?, ?)`,
 		acct, resource, product, h, qty)
 }
 

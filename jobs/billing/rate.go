@@ -304,7 +304,7 @@ func (s hourStats) unratedTotal() int64 {
 // unpriced 1".
 func (s hourStats) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d charges", s.rated+s.unratedTotal())
+	b.WriteString(plural(s.rated+s.unratedTotal(), "charge"))
 	if len(s.amounts) > 0 {
 		cur := make([]string, 0, len(s.amounts))
 		for c := range s.amounts {
@@ -700,7 +700,7 @@ func (r *rater) reportUnrated(ctx context.Context) error {
 			span += " to " + fmtHour(g.last)
 		}
 		r.rep.Problem(g.problem, fmt.Sprintf("account %d %s", g.account, g.product),
-			fmt.Sprintf("%s; %d hour(s) unrated, %s", why, g.hours, span))
+			fmt.Sprintf("%s; %s unrated, %s", why, plural(g.hours, "hour"), span))
 	}
 	if more := c.more(); more > 0 {
 		r.rep.Problem("unrated", "more keys", fmt.Sprintf("%d more unrated account/product groups not listed", more))

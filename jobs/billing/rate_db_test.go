@@ -208,7 +208,7 @@ func TestRateAgainstMariaDB(t *testing.T) {
 	if len(rep.Problems) != 4 {
 		t.Errorf("problems:\n%s", problems(rep))
 	}
-	if !strings.Contains(problems(rep), "no EUR price; 6 hour(s) unrated, 2025-03-14T21:00Z to 2025-03-15T02:00Z") {
+	if !strings.Contains(problems(rep), "no EUR price; 6 hours unrated, 2025-03-14T21:00Z to 2025-03-15T02:00Z") {
 		t.Errorf("unpriced detail:\n%s", problems(rep))
 	}
 
@@ -241,8 +241,8 @@ func TestRateLateUsageCorrectionsAndFixes(t *testing.T) {
 	late := usageRow{1, "vm-late", "instance.small", change.Add(-time.Hour), "2"}
 	usage(t, db.DB, late.account, late.resource, late.product, late.hour, late.qty)
 	w.usage = append(w.usage, late)
-	exec(t, db.DB, `UPDATE usage_records SET quantity = 150 WHERE resource_id = 'vol-1' AND hour = ?`, change)
-	exec(t, db.DB, `UPDATE usage_records SET quantity = 5 WHERE resource_id = 'vol-3'`)
+	execSQL(t, db.DB, `UPDATE usage_records SET quantity = 150 WHERE resource_id = 'vol-1' AND hour = ?`, change)
+	execSQL(t, db.DB, `UPDATE usage_records SET quantity = 5 WHERE resource_id = 'vol-3'`)
 	for i := range w.usage {
 		u := &w.usage[i]
 		if u.resource == "vol-1" && u.hour.Equal(change) {
@@ -363,7 +363,7 @@ func TestRateAccountRecomputesWithoutMovingWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Someone fixes charges by hand the wrong way; ops re-run account 1.
-	exec(t, db.DB, `UPDATE charges SET amount = 9, quantity = 9`)
+	execSQL(t, db.DB, `UPDATE charges SET amount = 9, quantity = 9`)
 	j = &Job{DB: db.DB, Now: at(hr(30)), Config: Config{Account: 1}}
 	rep, err := j.Rate(testCtx())
 	if err != nil {
@@ -396,7 +396,7 @@ func TestRateDryRunPlansTheRealRunWithSelectOnly(t *testing.T) {
 	}
 	// Late usage, a fix, and new hours: the plan must list what the real run does.
 	usage(t, db.DB, 1, "vm-late", "instance.small", change.Add(-time.Hour), "2")
-	exec(t, db.DB, `INSERT INTO prices (product, currency, unit_price, valid_from) VALUES ('bandwidth.egress.gb', 'EUR', 0.08, '2025-01-01')`)
+	execSQL(t, db.DB, `INSERT INTO prices (product, currency, unit_price, valid_from) VALUES ('bandwidth.egress.gb', 'EUR', 0.08, '2025-01-01')`)
 	ro, err := mysql.Open(context.Background(), db.SelectOnlyUser(t), mysql.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)

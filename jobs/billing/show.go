@@ -93,7 +93,7 @@ FROM invoices WHERE id = ?`, id).Scan(&inv.AccountID, &period, &inv.Currency, &i
 	inv.CreatedAt = inv.CreatedAt.UTC()
 
 	rows, err := j.DB.QueryContext(ctx, `SELECT kind, product, quantity, amount FROM invoice_lines WHERE invoice_id = ?
-ORDER BY kind DESC, product`, id)
+ORDER BY kind, product`, id) // usage lines, then credit
 	if err != nil {
 		return nil, fmt.Errorf("load invoice %d lines: %w", id, err)
 	}

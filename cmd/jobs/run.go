@@ -51,6 +51,7 @@ func commands() []*command {
 		historyCommand(),
 		noopCommand(),
 		billingCommand(),
+		abuseCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),

@@ -469,7 +469,7 @@ func CPUSustained(samples []CPUSample, now time.Time, p CPUSignal) Signal {
 	s.Fired = n >= p.MinSamples && span >= p.Sustained.Duration
 	latest := sorted[len(sorted)-1]
 	s.Detail = fmt.Sprintf("%d of %d running VMs >= %g%% CPU; hot in %d samples over %s (need %d over %s)",
-		latest.Hot, latest.Running, p.HotPercent, n, span.Round(time.Minute), p.MinSamples, p.Sustained)
+		latest.Hot, latest.Running, p.HotPercent, n, shortDuration(span.Round(time.Minute)), p.MinSamples, p.Sustained)
 	return s
 }
 

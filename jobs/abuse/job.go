@@ -125,12 +125,13 @@ func Templates() (*mail.Templates, error) {
 	return mail.NewTemplates(sub)
 }
 
-// check validates what a run needs; its errors are usage errors (exit 2).
-func (j *Job) check(needOrchestrator bool) error {
+// check validates what a run (forRun) or an operator command needs; its errors are
+// usage errors (exit 2).
+func (j *Job) check(forRun bool) error {
 	if j.DB == nil {
 		return errors.New("abuse: no database")
 	}
-	if needOrchestrator && j.Orchestrator == nil {
+	if forRun && j.Orchestrator == nil {
 		return run.Usagef("abuse: no orchestrator: set --cloudstack-url and its keys")
 	}
 	if j.Outbox == nil {
@@ -142,7 +143,7 @@ func (j *Job) check(needOrchestrator bool) error {
 	if err := (mail.Message{From: j.Config.MailFrom, To: "x@example.com", Subject: "x", Text: "x"}).Validate(); err != nil {
 		return run.Usagef("abuse: --mail-from %q is not an email address", j.Config.MailFrom)
 	}
-	if j.Policy.FreeCredit.DisposableEmail.Weight > 0 && j.Disposable == nil {
+	if forRun && j.Policy.FreeCredit.DisposableEmail.Weight > 0 && j.Disposable == nil {
 		return run.Usagef("abuse: the disposable_email signal is on but no domain list was loaded (--disposable-domains)")
 	}
 	if j.Policy.Mail.BillingURL == "" {

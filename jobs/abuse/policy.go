@@ -144,7 +144,19 @@ func (d Duration) String() string {
 	if d.Duration != 0 && d.Duration%(24*time.Hour) == 0 {
 		return fmt.Sprintf("%dd", d.Duration/(24*time.Hour))
 	}
-	return d.Duration.String()
+	return shortDuration(d.Duration)
+}
+
+// shortDuration writes 3h rather than 3h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // DefaultPolicy returns the shipped policy, validated.

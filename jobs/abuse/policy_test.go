@@ -107,3 +107,14 @@ func TestMoney(t *testing.T) {
 		}
 	}
 }
+
+func TestDurationText(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{{3 * time.Hour, "3h"}, {90 * time.Minute, "1h30m"}, {72 * time.Hour, "3d"}, {45 * time.Second, "45s"}, {0, "0s"}, {time.Hour + time.Second, "1h0m1s"}} {
+		if got := (Duration{tc.d}).String(); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}

@@ -325,3 +325,16 @@ func (l *limited) EnableAccount(ctx context.Context, id string) error {
 	}
 	return l.o.EnableAccount(ctx, id)
 }
+
+// Candidates returns the accounts a run would evaluate, per machine: the candidate
+// queries alone, chosen in SQL on indexes. The benchmark measures runs against it.
+func (j *Job) Candidates(ctx context.Context) (dunning, freeCredit []int64, err error) {
+	now := j.now()
+	if dunning, err = dunningCandidates(ctx, j.DB, now, j.Policy.Dunning, j.Config.Account); err != nil {
+		return nil, nil, err
+	}
+	if freeCredit, err = freeCreditCandidates(ctx, j.DB, now, j.Policy.FreeCredit, j.Config.Account); err != nil {
+		return nil, nil, err
+	}
+	return dunning, freeCredit, nil
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -464,7 +465,7 @@ GROUP BY action, target`, account)
 		return nil, nil, fmt.Errorf("actions on account %d: %w", account, err)
 	}
 	for key, id := range last {
-		act, target, _ := cut0(key)
+		act, target, _ := strings.Cut(key, "\x00")
 		switch act {
 		case actDisableAccount:
 			if last[actEnableAccount+"\x00"+target] < id {
@@ -479,15 +480,6 @@ GROUP BY action, target`, account)
 	sort.Strings(enable)
 	sort.Strings(start)
 	return enable, start, nil
-}
-
-func cut0(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // notice renders a notice for case c. An address mail cannot be sent to is a problem

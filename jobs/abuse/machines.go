@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/looplab/fsm"
@@ -122,17 +121,6 @@ func newMachine(machine, state string, callbacks fsm.Callbacks) (*fsm.FSM, error
 func canFire(machine, state, event string) bool {
 	f, err := newMachine(machine, state, nil)
 	return err == nil && f.Can(event)
-}
-
-// eventsFrom lists the events machine allows from state, sorted.
-func eventsFrom(machine, state string) []string {
-	f, err := newMachine(machine, state, nil)
-	if err != nil {
-		return nil
-	}
-	ev := f.AvailableTransitions()
-	sort.Strings(ev)
-	return ev
 }
 
 // fire runs event on a fresh FSM of machine in state. persist is the FSM's leave_state

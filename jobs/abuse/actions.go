@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -119,60 +118,69 @@ WHERE a.case_id = ? AND a.status = 'pending' ORDER BY a.seq, a.id LIMIT 1`, case
 
 // drive performs pending actions, cases in parallel (bounded), each case's actions
 // in order; the first failure stops that case (its later actions wait: a suspension
-// notice is never queued before the suspension is done) and is a problem. skip names
-// cases that already failed in this run. It returns the cases that failed.
+// notice is never queued before the suspension is done) and is a problem for the
+// report. The next run retries.
 //
-// In a dry run, first (from the database) the actions earlier runs left pending, else
-// the ones this run's transitions planned, are reported; expansions read the
+// In a dry run it reports the actions earlier runs left pending (but for cases this
+// run's plan closes) and those this run's transitions planned; expansions read the
 // orchestrator to list the VMs they would act on.
-func (r *runState) drive(ctx context.Context, skip map[int64]bool, earlier bool) map[int64]bool {
-	failed := map[int64]bool{}
+func (r *runState) drive(ctx context.Context) {
+	list, err := pendingActions(ctx, r.j.DB, r.j.Config.Account)
+	if err != nil {
+		r.problem("actions", "pending actions", err.Error())
+		return
+	}
 	var queues [][]*action
 	if r.dry {
-		var list []*action
-		if earlier {
-			var err error
-			if list, err = pendingActions(ctx, r.j.DB, r.j.Config.Account); err != nil {
-				r.problem("actions", "pending actions", err.Error())
-				return failed
+		r.mu.Lock()
+		var keep []*action
+		for _, a := range list {
+			if !r.cancelled[a.CaseID] {
+				keep = append(keep, a)
 			}
-		} else {
-			r.mu.Lock()
-			list, r.planned = r.planned, nil
-			r.mu.Unlock()
 		}
-		queues = groupByCase(list)
+		keep, r.planned = append(keep, r.planned...), nil
+		r.mu.Unlock()
+		queues = groupByCase(keep)
 	} else {
-		list, err := pendingActions(ctx, r.j.DB, r.j.Config.Account)
-		if err != nil {
-			r.problem("actions", "pending actions", err.Error())
-			return failed
-		}
 		for _, q := range groupByCase(list) {
-			if !skip[q[0].CaseID] {
-				queues = append(queues, q[:1]) // the head only: the rest is re-read as it goes
-			}
+			queues = append(queues, q[:1]) // the head only: the rest is re-read as it goes
 		}
 	}
-	var mu sync.Mutex
 	forEach(ctx, r.concurrency(), queues, func(ctx context.Context, q []*action) {
-		caseID := q[0].CaseID
-		log := zerolog.Ctx(ctx).With().Int64("case_id", caseID).Int64("account_id", q[0].AccountID).Logger()
+		log := zerolog.Ctx(ctx).With().Int64("case_id", q[0].CaseID).Int64("account_id", q[0].AccountID).Logger()
 		ctx = log.WithContext(ctx)
 		var err error
 		if r.dry {
 			err = r.planQueue(ctx, q)
 		} else {
-			err = r.runCase(ctx, caseID)
+			r.recheck(ctx, q[0])
+			err = r.runCase(ctx, q[0].CaseID)
 		}
 		if err != nil {
-			mu.Lock()
-			failed[caseID] = true
-			mu.Unlock()
 			log.Error().Err(err).Msg("action failed: the case waits, the next run retries")
 		}
 	})
-	return failed
+}
+
+// recheck re-decides a dunning case on fresh facts right before its side effects
+// run: a payment that landed since the case was decided resolves it (cancelling its
+// pending suspension and queueing the lift) instead of being acted on.
+func (r *runState) recheck(ctx context.Context, a *action) {
+	if a.Machine != Dunning {
+		return
+	}
+	c, err := caseByID(ctx, r.j.DB, a.CaseID, false)
+	if err != nil || !IsOpen(Dunning, c.State) {
+		return
+	}
+	m, err := dunningFacts(ctx, r.j.DB, []int64{c.AccountID})
+	if err != nil || m[c.AccountID] == nil {
+		return // the actions' own reads will report a database that fails
+	}
+	if d := DecideDunning(c, *m[c.AccountID], r.now, r.j.Policy.Dunning); d.Event == EventResolve || d.Event == EventExclude {
+		r.evaluate(ctx, Dunning, c.AccountID, c, r.dunningEval(*m[c.AccountID]))
+	}
 }
 
 // groupByCase splits actions into per-case queues, each sorted by seq.

@@ -305,12 +305,18 @@ WHERE case_id = ? AND status = 'pending'`, now, "cancelled by "+ev.Event, c.ID);
 			out = append(out, func() { r.mailed(subj, n, queued) })
 		}
 	} else {
+		r.mu.Lock()
 		for _, a := range eff.actions {
 			a.CaseID = c.ID
-			r.mu.Lock()
 			r.planned = append(r.planned, a)
-			r.mu.Unlock()
 		}
+		if eff.cancelPending && c.ID != 0 {
+			if r.cancelled == nil {
+				r.cancelled = map[int64]bool{}
+			}
+			r.cancelled[c.ID] = true
+		}
+		r.mu.Unlock()
 		if n := eff.mail; n != nil {
 			out = append(out, func() { r.mailed(subj, n, true) })
 		}
@@ -424,6 +430,18 @@ func (r *runState) effects(ctx context.Context, q querier, c *Case, req transiti
 		enable, starts, err := undoList(ctx, q, c.AccountID)
 		if err != nil {
 			return eff, err
+		}
+		// A suspension cancelled before it was carried out or announced (its notice
+		// still waits behind its actions) is lifted without a word: the customer
+		// never heard of it, and nothing was stopped.
+		var unannounced int
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM abuse_actions WHERE case_id = ? AND action = 'notify' AND status = 'pending'`,
+			c.ID).Scan(&unannounced); err != nil {
+			return eff, fmt.Errorf("notices of case %d: %w", c.ID, err)
+		}
+		if unannounced > 0 && len(enable) == 0 && len(starts) == 0 {
+			eff.note = "; the suspension had not been carried out: nothing to lift"
+			return eff, nil
 		}
 		for _, target := range enable {
 			eff.actions = append(eff.actions, newAction(1, actEnableAccount, target))

@@ -164,8 +164,10 @@ type runState struct {
 
 	mu  sync.Mutex
 	rep *run.Report
-	// planned holds, in a dry run, the actions this run's transitions would add.
-	planned []*action
+	// planned holds, in a dry run, the actions this run's transitions would add, and
+	// cancelled the cases whose pending actions they would cancel.
+	planned   []*action
+	cancelled map[int64]bool
 }
 
 func (r *runState) act(kind, subject, detail string) {
@@ -197,13 +199,15 @@ func accountSubject(id int64) string { return fmt.Sprintf("account %d", id) }
 
 // Run evaluates every candidate account once and drives the side effects:
 //
-//  1. actions left pending by earlier runs (a crash, an orchestrator error) are
-//     driven first, so a case whose step is confirmed can move on in this run;
-//  2. dunning candidates are decided and their events applied;
-//  3. free-credit candidates: the orchestrator's VM metrics are read (bounded
+//  1. dunning candidates are decided and their events applied;
+//  2. free-credit candidates: the orchestrator's VM metrics are read (bounded
 //     concurrency, rate limit), a CPU sample recorded, and decisions applied;
-//  4. the actions those transitions added are driven;
-//  5. queued mail is delivered (when a Sender is configured).
+//  3. pending actions are driven: those the transitions just added and those earlier
+//     runs left (a crash, an orchestrator error). Deciding first means a case whose
+//     facts changed since (a payment) is resolved, its pending suspension cancelled,
+//     before anything would act on it; a dunning case is also re-decided on fresh
+//     facts right before its actions run;
+//  4. queued mail is delivered (when a Sender is configured).
 //
 // Item-level failures (an orchestrator error, a lost race) are problems in the report
 // (exit 3); the affected case stays where it is and the next run retries.
@@ -221,17 +225,13 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	log := zerolog.Ctx(ctx)
 	log.Info().Time("now", r.now).Int64("account", j.Config.Account).Msg("abuse run: evaluating")
 
-	failed := r.drive(ctx, nil, true)
-	if err := ctx.Err(); err != nil {
-		return rep, context.Cause(ctx)
-	}
 	if err := r.dunning(ctx); err != nil {
 		return rep, err
 	}
 	if err := r.freeCredit(ctx); err != nil {
 		return rep, err
 	}
-	r.drive(ctx, failed, false)
+	r.drive(ctx)
 	if err := ctx.Err(); err != nil {
 		return rep, context.Cause(ctx)
 	}

@@ -141,7 +141,7 @@ func TestPaymentBetweenEvaluationAndAction(t *testing.T) {
 	}
 	w.pay(1001, 12000) // the payment lands now
 	r.evaluate(ctx, Dunning, 42, cases[42], r.dunningEval(*facts[42]))
-	r.drive(ctx, nil, false)
+	r.drive(ctx)
 
 	if got := w.transitions(42); !equal(got, []string{"good->reminded(remind)", "reminded->warned(warn)", "warned->resolved(resolve)"}) {
 		t.Fatalf("transitions %v", got)
@@ -306,4 +306,47 @@ func TestTerminationNeedsApprovalAndRetention(t *testing.T) {
 
 func newShortTimeoutClient(w *world) (Orchestrator, error) {
 	return newClient(w, 300*time.Millisecond)
+}
+
+// A suspension whose orchestrator calls failed is not carried out on stale facts: the
+// payment that lands before the next run resolves the case first, the pending stops
+// are cancelled, and the customer hears nothing of a suspension that never happened.
+func TestPaymentCancelsASuspensionNotCarriedOut(t *testing.T) {
+	w := newWorld(t)
+	due := utc("2026-10-01T00:00:00Z")
+	w.account(42, "late@example.com", "cs-42", due.AddDate(0, -6, 0))
+	w.vm("cs-42", "vm-a", "Running", 20, due.AddDate(0, -6, 0))
+	w.invoice(1001, 42, due, 12000, 0)
+	for _, d := range []int{3, 14} {
+		w.now = due.AddDate(0, 0, d)
+		w.runJob(nil)
+	}
+	w.fake.FailNext("listAccounts", 1, 530) // the stop_vms expansion cannot list the VMs
+	w.now = due.AddDate(0, 0, 21)
+	if rep := w.runJob(nil); len(rep.Problems) != 1 {
+		t.Fatalf("problems %+v", rep.Problems)
+	}
+	w.pay(1001, 12000)
+	w.now = due.AddDate(0, 0, 22)
+	rep := w.runJob(nil)
+	if len(rep.Problems) != 0 {
+		t.Fatalf("problems %+v", rep.Problems)
+	}
+	if got := w.transitions(42); !equal(got, []string{"good->reminded(remind)", "reminded->warned(warn)", "warned->suspended(suspend)", "suspended->resolved(resolve)"}) {
+		t.Fatalf("transitions %v", got)
+	}
+	if c := w.fake.Counters(); c.Stops+c.Disables+c.Starts+c.Enables != 0 || w.vmState("vm-a") != "Running" {
+		t.Fatalf("acted on a paid account: %+v", c)
+	}
+	if got := w.scalar(`SELECT GROUP_CONCAT(action, ':', status ORDER BY id) FROM abuse_actions WHERE case_id = 1`); got != "stop_vms:cancelled,disable_account:cancelled,notify:cancelled" {
+		t.Fatalf("actions %s", got)
+	}
+	for _, m := range w.mails() {
+		if strings.Contains(m, "has been suspended") || strings.Contains(m, "active again") {
+			t.Fatalf("mail about a suspension that never happened: %v", w.mails())
+		}
+	}
+	if !hasAct(rep, "transition", "the suspension had not been carried out: nothing to lift") {
+		t.Fatalf("report %+v", rep.Actions)
+	}
 }

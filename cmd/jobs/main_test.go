@@ -279,3 +279,12 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A verb as the last argument (jobs migrate status) must parse, not panic.
+func TestVerbAsLastArgument(t *testing.T) {
+	db := mysqltest.New(t)
+	code, out, errOut := jobs(t, map[string]string{"CRONKIT_DB_DSN": db.DSN}, "migrate", "status")
+	if code != 0 || !strings.Contains(out, "applied") {
+		t.Fatalf("migrate status: %d %q %q", code, out, errOut)
+	}
+}

@@ -107,6 +107,7 @@ func parse(e *env, cmd *command, args []string) (func(context.Context, string, [
 		for _, v := range cmd.verbs {
 			if v == args[0] && v != "" {
 				verb, args = v, args[1:]
+				break
 			}
 		}
 	}

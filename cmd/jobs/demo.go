@@ -116,6 +116,11 @@ func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
 	}
 	fmt.Fprintf(e.stdout, "fake Stripe %s, fake CloudStack %s, SMTP sink %s\n", stripeURL, csURL, sink.Addr())
 
+	// The reports tell the story; logs (one line per event) only from warnings up,
+	// unless CRONKIT_LOG_LEVEL says otherwise.
+	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
+		fmt.Fprintln(e.stdout, "(child logs at warn level; CRONKIT_LOG_LEVEL=info make demo shows every event)")
+	}
 	childEnv := append(os.Environ(),
 		"CRONKIT_DB_DSN="+dbo.dsn,
 		"CRONKIT_STRIPE_URL="+stripeURL,
@@ -129,6 +134,9 @@ func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
 		"CRONKIT_MAIL_FROM=billing@cronkit.example",
 		"CRONKIT_DISPOSABLE_DOMAINS="+domains,
 	)
+	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
+		childEnv = append(childEnv, "CRONKIT_LOG_LEVEL=warn")
+	}
 	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.RFC3339) }
 	late := fmt.Sprint(fixtures.LatePayerID)
 	steps := []demoStep{
@@ -192,8 +200,10 @@ func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
 	fmt.Fprintf(e.stdout, "$ jobs %s\n", strings.Join(s.args, " "))
 	cmd := exec.CommandContext(ctx, e.self, s.args...)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, e.stderr
 	err := cmd.Run()
+	writeClipped(e.stdout, out.String(), 30, 8)
 	code := cmd.ProcessState.ExitCode()
 	if err != nil && code < 0 {
 		fmt.Fprintf(e.stderr, "jobs demo: %v\n", err)
@@ -201,6 +211,19 @@ func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
 	}
 	fmt.Fprintf(e.stdout, "(exit %d)\n", code)
 	return code
+}
+
+// writeClipped prints a report, eliding the middle of a long one (a first billing
+// run rates every hour since the start of last month: a line per hour).
+func writeClipped(w io.Writer, s string, head, tail int) {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) <= head+tail+1 {
+		fmt.Fprint(w, s)
+		return
+	}
+	fmt.Fprint(w, strings.Join(lines[:head], ""))
+	fmt.Fprintf(w, "  ... %d more lines (run the command yourself for the whole report) ...\n", len(lines)-head-tail)
+	fmt.Fprint(w, strings.Join(lines[len(lines)-tail:], ""))
 }
 
 func (e *env) section(title string) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
@@ -129,6 +130,8 @@ func (c *Client) call(ctx context.Context, command string, fn func(cs *cloudstac
 	if t.lastErr != nil {
 		e := *t.lastErr
 		e.Command = command
+		// A server (or proxy) may quote the request back in its error text.
+		e.ErrorText = c.scrub(e.ErrorText)
 		return &e
 	}
 	if cerr := ctx.Err(); cerr != nil {
@@ -138,5 +141,27 @@ func (c *Client) call(ctx context.Context, command string, fn func(cs *cloudstac
 	if errors.As(err, &ue) {
 		return fmt.Errorf("cloudstack %s: %s request: %w", command, ue.Op, ue.Err)
 	}
+	if msg := err.Error(); c.scrub(msg) != msg {
+		return fmt.Errorf("cloudstack %s: %s", command, c.scrub(msg))
+	}
 	return fmt.Errorf("cloudstack %s: %w", command, err)
+}
+
+// signedParam matches the credentials of a signed request URL, in any case.
+var signedParam = regexp.MustCompile(`(?i)((?:apikey|signature)=)[^&\s"']+`)
+
+// scrub removes the API key, the secret and request signatures (a signature with a
+// future expires is a usable credential) from text headed for errors and logs.
+func (c *Client) scrub(s string) string {
+	s = signedParam.ReplaceAllString(s, "${1}***")
+	for _, secret := range []string{c.cfg.APIKey, c.cfg.SecretKey} {
+		if secret == "" {
+			continue
+		}
+		s = strings.ReplaceAll(s, secret, "***")
+		if q := url.QueryEscape(secret); q != secret {
+			s = strings.ReplaceAll(s, q, "***")
+		}
+	}
+	return s
 }

@@ -74,7 +74,7 @@ func startBillingFake(t *testing.T, latency time.Duration) *billingFake {
 // seedBilling writes three days of usage spanning February's end for five accounts
 // in three currencies (and forty on trial credit), a price change at the month
 // boundary, and credits.
-func seedBilling(t *testing.T, db *sql.DB) {
+func seedBilling(t testing.TB, db *sql.DB) {
 	t.Helper()
 	must := func(q string, args ...any) {
 		t.Helper()

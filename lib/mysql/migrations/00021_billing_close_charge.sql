@@ -9,6 +9,13 @@ ALTER TABLE charges
   DROP KEY charges_invoice,
   ADD KEY charges_uninvoiced (invoice_id, status, hour);
 
+-- Every run looks for usage recorded since its last scan (late usage, corrections):
+-- with the hour in the index, that scan reads only the index, about one hour of
+-- metering per hourly run.
+ALTER TABLE usage_records
+  DROP KEY usage_recorded,
+  ADD KEY usage_recorded (recorded_at, hour);
+
 -- 'failed': the provider refused the request (invalid amount, unknown customer,
 -- idempotency key reused with other parameters). Nothing was charged, or, for a
 -- reused key, what happened is for reconciliation to find out; ops look at the
@@ -34,3 +41,6 @@ ALTER TABLE payments
 ALTER TABLE charges
   DROP KEY charges_uninvoiced,
   ADD KEY charges_invoice (invoice_id);
+ALTER TABLE usage_records
+  DROP KEY usage_recorded,
+  ADD KEY usage_recorded (recorded_at);

@@ -312,13 +312,13 @@ func TestBillingFlagErrorsExit2AndWriteNothing(t *testing.T) {
 	if code, _, errOut := jobs(t, noKey, "billing"); code != 2 || !strings.Contains(errOut, "--stripe-key") {
 		t.Errorf("no key: %d %q", code, errOut)
 	}
-	if code, _, errOut := jobs(t, noKey, "billing", "charge", "--output", "text"); code != 2 {
+	if code, _, errOut := jobs(t, noKey, "billing", "charge"); code != 2 {
 		t.Errorf("charge without key: %d %q", code, errOut)
 	}
 	if n := countRows(t, db.DB, "job_runs"); n != 0 {
 		t.Fatalf("usage errors wrote %d job_runs rows", n)
 	}
-	if code, _, errOut := jobs(t, noKey, "billing", "rate", "--output", "text"); code != 0 {
+	if code, _, errOut := jobs(t, noKey, "billing", "rate"); code != 0 {
 		t.Errorf("rate without key: %d %q", code, errOut)
 	}
 	if code, _, errOut := jobs(t, noKey, "billing", "--dry-run", "--now", "2999-01-01T00:00:00Z"); code != 0 {
@@ -402,7 +402,7 @@ func TestBillingEndToEnd(t *testing.T) {
 
 	// The retry day: attempt 2 declines again and waits for day 3.
 	env["CRONKIT_NOW"] = "2025-03-04T00:30:00Z"
-	code, out, _ = jobs(t, env, "billing", "charge", "--output", "text")
+	code, out, _ = jobs(t, env, "billing", "charge")
 	if code != 0 || !strings.Contains(squash(out), "key cronkit-invoice-3-attempt-2 -> soft decline insufficient_funds; next attempt 2025-03-06T00:20:00Z") {
 		t.Fatalf("retry day: %d\n%s", code, out)
 	}

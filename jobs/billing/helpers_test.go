@@ -25,16 +25,6 @@ func testCtx() context.Context {
 	return run.WithInfo(context.Background(), run.Info{ID: "01TEST", Job: "billing"})
 }
 
-// seed runs statements on db, failing the test on the first error.
-func seed(t *testing.T, db *sql.DB, stmts ...string) {
-	t.Helper()
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatalf("seed %q: %v", s, err)
-		}
-	}
-}
-
 func execSQL(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(q, args...); err != nil {

@@ -37,7 +37,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// jobSuffix keeps this package's lock names (cronkit.<job>) apart from those of
+// other packages' tests running at the same time on the same server.
+var jobSuffix = fmt.Sprintf("-runtest%d", os.Getpid())
+
 func newRunner(job string, stdout, stderr *syncBuffer) *Runner {
+	job += jobSuffix
 	return &Runner{Job: job, Host: "test-host", Version: "test", Args: []string{job},
 		Stdout: stdout, Stderr: stderr, Output: "text", LogFormat: "json"}
 }
@@ -52,7 +57,7 @@ func logLines(t *testing.T, stderr string, runID, job string) []map[string]any {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("log line is not JSON: %q", sc.Text())
 		}
-		if m["run_id"] != runID || m["job"] != job || m["host"] != "test-host" || m["version"] != "test" {
+		if m["run_id"] != runID || m["job"] != job+jobSuffix || m["host"] != "test-host" || m["version"] != "test" {
 			t.Fatalf("log line lacks run context: %q", sc.Text())
 		}
 		if _, ok := m["dry_run"]; !ok {
@@ -138,8 +143,10 @@ func TestConcurrentRunsOneExits75(t *testing.T) {
 	var firstCode int
 	var first *Runner
 	wg.Add(1)
+	firstDone := make(chan struct{})
 	go func() {
 		defer wg.Done()
+		defer close(firstDone)
 		var o, e syncBuffer
 		first = newRunner("billing", &o, &e)
 		firstCode = first.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
@@ -148,7 +155,11 @@ func TestConcurrentRunsOneExits75(t *testing.T) {
 			return NewReport("billing"), nil
 		})
 	}()
-	<-started
+	select {
+	case <-started:
+	case <-firstDone:
+		t.Fatalf("first run never started its job: exit %d", firstCode)
+	}
 	var o, e syncBuffer
 	second := newRunner("billing", &o, &e)
 	called := false
@@ -185,7 +196,11 @@ func TestLockWaitRunsAfterHolder(t *testing.T) {
 			return nil, nil
 		})
 	}()
-	<-started
+	select {
+	case <-started:
+	case code := <-done:
+		t.Fatalf("holder never started its job: exit %d", code)
+	}
 	var o, e syncBuffer
 	r := newRunner("abuse", &o, &e)
 	r.LockWait = 10 * time.Second
@@ -326,10 +341,11 @@ func TestRunPingsAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := parseExposition(t, b)
-	if m[`cronkit_job_items_total{job="billing",kind="charges_written"}`] != 5 || m[`cronkit_job_last_exit_code{job="billing"}`] != 3 {
+	job := `job="` + r.Job + `"`
+	if m[`cronkit_job_items_total{`+job+`,kind="charges_written"}`] != 5 || m[`cronkit_job_last_exit_code{`+job+`}`] != 3 {
 		t.Fatalf("metrics:\n%s", b)
 	}
-	if _, ok := m[`cronkit_job_last_success_timestamp_seconds{job="billing"}`]; !ok {
+	if _, ok := m[`cronkit_job_last_success_timestamp_seconds{`+job+`}`]; !ok {
 		t.Fatalf("exit 3 is a finished run and counts as success for staleness alerts:\n%s", b)
 	}
 }
@@ -362,7 +378,7 @@ func TestLostLockCancelsTheRun(t *testing.T) {
 	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		// Kill the session that holds cronkit.billing, as a server restart would.
 		var holder int64
-		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK('cronkit.billing')").Scan(&holder); err != nil {
+		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", "cronkit."+r.Job).Scan(&holder); err != nil {
 			return nil, err
 		}
 		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", holder)); err != nil {

@@ -1,85 +1,20 @@
 package billing
 
 import (
+	"github.com/cronkit/cronkit/lib/payment/stripemock"
+
 	"context"
 	"fmt"
-	"go/build"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 	"github.com/cronkit/cronkit/lib/payment"
 )
-
-// stripeMock starts Stripe's stripe-mock (CRONKIT_STRIPE_MOCK, PATH or $GOPATH/bin)
-// on a free loopback port and returns its base URL; without it the test is skipped,
-// or fails under CRONKIT_INTEGRATION=1. (lib/payment has the same helper in a test
-// file, which other packages cannot import.)
-func stripeMock(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("CRONKIT_STRIPE_MOCK")
-	if bin == "" {
-		if p, err := exec.LookPath("stripe-mock"); err == nil {
-			bin = p
-		} else if p := filepath.Join(build.Default.GOPATH, "bin", "stripe-mock"); fileExists(p) {
-			bin = p
-		}
-	}
-	if bin == "" {
-		mysqltest.Need(t, "stripe-mock (go install github.com/stripe/stripe-mock@v0.203.0, or set CRONKIT_STRIPE_MOCK)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	var out strings.Builder
-	cmd := exec.Command(bin, "-http-addr", addr)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return "http://" + addr
-		}
-		select {
-		case <-exited:
-			t.Fatalf("stripe-mock exited before listening:\n%s", out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stripe-mock did not listen on %s:\n%s", addr, out.String())
-		}
-	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // Stripe's own mock checks every request against Stripe's OpenAPI description: an
 // unknown or malformed parameter is a 400, which the job would report as refused.
 func TestChargeThroughStripeMock(t *testing.T) {
-	url := stripeMock(t)
+	url := stripemock.Start(t)
 	db := newDB(t)
 	account(t, db.DB, 1, "USD", "cus_123")
 	opened := april.Add(20 * time.Minute)

@@ -1,14 +1,11 @@
 package payment
 
 import (
+	"github.com/cronkit/cronkit/lib/payment/stripemock"
+
 	"context"
 	"errors"
-	"go/build"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,77 +13,11 @@ import (
 	"github.com/stripe/stripe-go/v82"
 )
 
-// stripeMock starts Stripe's stripe-mock (found through CRONKIT_STRIPE_MOCK, PATH or
-// $GOPATH/bin) on a free loopback port and returns its base URL. Without it the test
-// is skipped, or fails under CRONKIT_INTEGRATION=1.
-func stripeMock(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("CRONKIT_STRIPE_MOCK")
-	if bin == "" {
-		if p, err := exec.LookPath("stripe-mock"); err == nil {
-			bin = p
-		} else if p := filepath.Join(build.Default.GOPATH, "bin", "stripe-mock"); fileExists(p) {
-			bin = p
-		}
-	}
-	if bin == "" {
-		msg := "stripe-mock not found (go install github.com/stripe/stripe-mock@v0.203.0, or set CRONKIT_STRIPE_MOCK)"
-		if os.Getenv("CRONKIT_INTEGRATION") == "1" {
-			t.Fatal("CRONKIT_INTEGRATION=1 but " + msg)
-		}
-		t.Skip(msg)
-	}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // stripe-mock binds it next; a race with another process is unlikely
-
-	var out strings.Builder
-	cmd := exec.Command(bin, "-http-addr", addr)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return "http://" + addr
-		}
-		select {
-		case <-exited:
-			t.Fatalf("stripe-mock exited before listening:\n%s", out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stripe-mock did not listen on %s:\n%s", addr, out.String())
-		}
-	}
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
-}
-
 // TestAgainstStripeMock checks our request shapes against Stripe's OpenAPI spec, as
 // enforced by stripe-mock. stripe-mock is stateless (canned fixtures that echo some
 // parameters), so the assertions are about acceptance, not business outcomes.
 func TestAgainstStripeMock(t *testing.T) {
-	base := stripeMock(t)
+	base := stripemock.Start(t)
 	c := New(Config{APIKey: "sk_test_123", BaseURL: base, HTTPClient: &http.Client{Timeout: 10 * time.Second}})
 	ctx := context.Background()
 

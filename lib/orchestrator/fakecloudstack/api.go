@@ -257,6 +257,14 @@ func (s *Server) listAccounts(command string, p params) reply {
 			match = append(match, a)
 		}
 	}
+	return pagedList(command, p, match, "account", func(a *Account) map[string]any {
+		return renderAccount(a, total[a.ID], running[a.ID])
+	})
+}
+
+// pagedList answers a list command the way CloudStack does: the page asked for
+// under key, with the total count, and no key at all when nothing matched.
+func pagedList[T any](command string, p params, match []T, key string, render func(T) map[string]any) reply {
 	lo, hi, bad := page(command, p, len(match))
 	if bad != nil {
 		return *bad
@@ -266,10 +274,10 @@ func (s *Server) listAccounts(command string, p params) reply {
 		inner["count"] = len(match)
 		if hi > lo {
 			list := make([]map[string]any, 0, hi-lo)
-			for _, a := range match[lo:hi] {
-				list = append(list, renderAccount(a, total[a.ID], running[a.ID]))
+			for _, x := range match[lo:hi] {
+				list = append(list, render(x))
 			}
-			inner["account"] = list
+			inner[key] = list
 		}
 	}
 	return ok(command, inner)
@@ -327,26 +335,13 @@ func (s *Server) listVMs(command string, p params, metrics bool) reply {
 			match = append(match, v)
 		}
 	}
-	lo, hi, bad := page(command, p, len(match))
-	if bad != nil {
-		return *bad
-	}
-	inner := map[string]any{}
-	if len(match) > 0 {
-		inner["count"] = len(match)
-		if hi > lo {
-			list := make([]map[string]any, 0, hi-lo)
-			for _, v := range match[lo:hi] {
-				m := s.renderVM(v, v.State)
-				if metrics {
-					addMetrics(m, v)
-				}
-				list = append(list, m)
-			}
-			inner["virtualmachine"] = list
+	return pagedList(command, p, match, "virtualmachine", func(v *VM) map[string]any {
+		m := s.renderVM(v, v.State)
+		if metrics {
+			addMetrics(m, v)
 		}
-	}
-	return ok(command, inner)
+		return m
+	})
 }
 
 // renderVM writes a VM with the field names of CloudStack's UserVmResponse (a subset

@@ -1,12 +1,14 @@
 package run
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // Report is what a job run did, or in a dry run what it would do: the same value is
@@ -24,10 +26,127 @@ type Report struct {
 }
 
 // Action is one line of a report: what (Kind), on what (Subject), and the detail.
+// Fields carry the same facts for programs: in JSON they are flat keys beside kind,
+// subject and detail (see README "Report JSON"); the text report shows only the
+// three strings.
 type Action struct {
-	Kind    string `json:"kind"`
-	Subject string `json:"subject"`
-	Detail  string `json:"detail,omitempty"`
+	Kind    string
+	Subject string
+	Detail  string
+	Fields  []Field
+}
+
+// Field is one structured value of an action. Build them with Int, Str, Time and
+// Money so every job spells a key's type the same way.
+type Field struct {
+	Key   string
+	Value any
+}
+
+// Int is an integer field: ids (account_id, invoice_id, case_id) and counts.
+func Int(key string, v int64) Field { return Field{key, v} }
+
+// Str is a string field: state, step, event, product...
+func Str(key, v string) Field { return Field{key, v} }
+
+// Time is a time field, rendered as RFC 3339 in UTC (or in t's zone with offset when
+// the zone matters, as for a recipient's local time: use TimeIn).
+func Time(key string, t time.Time) Field { return Field{key, t.UTC().Format(time.RFC3339)} }
+
+// TimeIn renders t in its own location, with its offset (local send times).
+func TimeIn(key string, t time.Time) Field { return Field{key, t.Format(time.RFC3339)} }
+
+// Money is an amount as an exact decimal string, with its currency: two fields,
+// "amount" and "currency" (or key and "currency" when key is not "amount").
+func Money(key, decimal, currency string) []Field {
+	return []Field{{key, decimal}, {"currency", currency}}
+}
+
+// reservedKeys are the action's own keys; a field may not shadow them.
+var reservedKeys = map[string]bool{"kind": true, "subject": true, "detail": true}
+
+// MarshalJSON renders the action as one flat object: kind, subject, detail, then the
+// fields in the order they were given (a later field with the same key wins).
+func (a Action) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	write := func(k string, v any) error {
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("report field %s: %w", k, err)
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+		return nil
+	}
+	_ = write("kind", a.Kind)
+	_ = write("subject", a.Subject)
+	if a.Detail != "" {
+		_ = write("detail", a.Detail)
+	}
+	seen := map[string]int{}
+	var order []string
+	vals := map[string]any{}
+	for _, f := range a.Fields {
+		if reservedKeys[f.Key] || f.Key == "" {
+			continue
+		}
+		if _, ok := seen[f.Key]; !ok {
+			seen[f.Key] = len(order)
+			order = append(order, f.Key)
+		}
+		vals[f.Key] = f.Value
+	}
+	for _, k := range order {
+		if err := write(k, vals[k]); err != nil {
+			return nil, err
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads an action written by MarshalJSON; fields other than kind,
+// subject and detail come back in key order with JSON's types (numbers as
+// json.Number, so ids stay exact).
+func (a *Action) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	*a = Action{}
+	a.Kind, _ = m["kind"].(string)
+	a.Subject, _ = m["subject"].(string)
+	a.Detail, _ = m["detail"].(string)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if !reservedKeys[k] {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		a.Fields = append(a.Fields, Field{k, m[k]})
+	}
+	return nil
+}
+
+// Field returns the value of the named field, or nil.
+func (a Action) Field(key string) any {
+	var v any
+	for _, f := range a.Fields {
+		if f.Key == key {
+			v = f.Value
+		}
+	}
+	return v
 }
 
 // NewReport returns an empty report for job.
@@ -38,14 +157,14 @@ func NewReport(job string) *Report {
 // Count adds n to the named tally.
 func (r *Report) Count(name string, n int64) { r.Counts[name] += n }
 
-// Act records an action (or a planned one in a dry run).
-func (r *Report) Act(kind, subject, detail string) {
-	r.Actions = append(r.Actions, Action{kind, subject, detail})
+// Act records an action (or a planned one in a dry run), with its structured fields.
+func (r *Report) Act(kind, subject, detail string, fields ...Field) {
+	r.Actions = append(r.Actions, Action{kind, subject, detail, fields})
 }
 
-// Problem records an item-level error or discrepancy.
-func (r *Report) Problem(kind, subject, detail string) {
-	r.Problems = append(r.Problems, Action{kind, subject, detail})
+// Problem records an item-level error or discrepancy, with its structured fields.
+func (r *Report) Problem(kind, subject, detail string, fields ...Field) {
+	r.Problems = append(r.Problems, Action{kind, subject, detail, fields})
 }
 
 // Merge appends other's counts, actions and problems to r (for jobs in phases).

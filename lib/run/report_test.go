@@ -2,10 +2,12 @@ package run
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -99,4 +101,37 @@ func sign(n int) int {
 		return 1
 	}
 	return 0
+}
+
+func TestActionFieldsAreFlatJSONKeys(t *testing.T) {
+	rep := NewReport("billing")
+	at := time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC)
+	fields := append([]Field{Int("account_id", 42), Int("invoice_id", 9007199254740993), Time("due_at", at)},
+		Money("amount", "12.30", "EUR")...)
+	fields = append(fields, Str("kind", "shadowed"))
+	rep.Act("charge", "invoice 7", "12.30 EUR", fields...)
+	var b bytes.Buffer
+	if err := rep.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"kind":"charge","subject":"invoice 7","detail":"12.30 EUR","account_id":42,"invoice_id":9007199254740993,"due_at":"2026-03-29T01:30:00Z","amount":"12.30","currency":"EUR"}`
+	var compact bytes.Buffer
+	var doc struct{ Actions []json.RawMessage }
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Compact(&compact, doc.Actions[0]); err != nil {
+		t.Fatal(err)
+	}
+	if compact.String() != want {
+		t.Fatalf("action JSON\n got %s\nwant %s", compact.String(), want)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	a := back.Actions[0]
+	if a.Kind != "charge" || a.Field("invoice_id") != json.Number("9007199254740993") || a.Field("currency") != "EUR" {
+		t.Fatalf("round trip: %+v", a)
+	}
 }

@@ -1,0 +1,126 @@
+package orchestrator_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/cronkit/cronkit/lib/internal/standintest"
+	"github.com/cronkit/cronkit/lib/orchestrator"
+)
+
+// clientMethods is every exported method of *orchestrator.Client and whether a dry
+// run may call it. A method added to the client fails TestDryRunCoversClient until it
+// is classified here (and DryRun has it).
+var clientMethods = standintest.Methods{
+	"ListAccounts":   standintest.Reads,
+	"VMs":            standintest.Reads,
+	"VMMetrics":      standintest.Reads,
+	"StopVM":         standintest.Mutates,
+	"StartVM":        standintest.Mutates,
+	"DestroyVM":      standintest.Mutates,
+	"DisableAccount": standintest.Mutates,
+	"EnableAccount":  standintest.Mutates,
+}
+
+func TestDryRunCoversClient(t *testing.T) {
+	standintest.CheckCoverage(t, (*orchestrator.Client)(nil), (*orchestrator.DryRun)(nil),
+		reflect.TypeFor[orchestrator.Reader](), clientMethods)
+}
+
+// recordingReader is an orchestrator.Reader that records each call and answers
+// canned values.
+type recordingReader struct {
+	calls []string
+	err   error
+}
+
+func (r *recordingReader) ListAccounts(context.Context) ([]orchestrator.Account, error) {
+	r.calls = append(r.calls, "ListAccounts")
+	return []orchestrator.Account{{ID: "acc-1"}}, r.err
+}
+
+func (r *recordingReader) VMs(_ context.Context, f orchestrator.ListVMs) iter.Seq2[orchestrator.VM, error] {
+	r.calls = append(r.calls, "VMs")
+	return func(yield func(orchestrator.VM, error) bool) {
+		yield(orchestrator.VM{ID: "vm-of-" + f.Account}, r.err)
+	}
+}
+
+func (r *recordingReader) VMMetrics(_ context.Context, accountID string) ([]orchestrator.VM, error) {
+	r.calls = append(r.calls, "VMMetrics")
+	return []orchestrator.VM{{ID: "vm-of-" + accountID}}, r.err
+}
+
+func TestDryRunRefusesEveryChange(t *testing.T) {
+	for name, reader := range map[string]orchestrator.Reader{"with reader": &recordingReader{}, "nil reader": nil} {
+		t.Run(name, func(t *testing.T) {
+			standintest.CheckRefuses(t, orchestrator.NewDryRun(reader), clientMethods, orchestrator.ErrDryRun)
+			if r, ok := reader.(*recordingReader); ok && len(r.calls) > 0 {
+				t.Errorf("a refused change reached the reader: %q", r.calls)
+			}
+		})
+	}
+}
+
+func TestDryRunRefusalSaysWhat(t *testing.T) {
+	err := orchestrator.NewDryRun(nil).DestroyVM(context.Background(), "vm-7", true)
+	if want := "destroy vm vm-7 (expunge true): dry run: the orchestrator is not changed"; err == nil || err.Error() != want {
+		t.Errorf("DestroyVM error = %v, want %q", err, want)
+	}
+}
+
+func TestDryRunReadsDelegate(t *testing.T) {
+	ctx := context.Background()
+	errReader := errors.New("reader's error")
+	r := &recordingReader{err: errReader}
+	d := orchestrator.NewDryRun(r)
+
+	accounts, err := d.ListAccounts(ctx)
+	if len(accounts) != 1 || accounts[0].ID != "acc-1" || !errors.Is(err, errReader) {
+		t.Errorf("ListAccounts = %+v, %v; want the reader's acc-1, %v", accounts, err, errReader)
+	}
+	n := 0
+	for vm, err := range d.VMs(ctx, orchestrator.ListVMs{Account: "alice"}) {
+		n++
+		if vm.ID != "vm-of-alice" || !errors.Is(err, errReader) {
+			t.Errorf("VMs yielded %q, %v; want vm-of-alice, %v", vm.ID, err, errReader)
+		}
+	}
+	if n != 1 {
+		t.Errorf("VMs yielded %d times, want the reader's one", n)
+	}
+	vms, err := d.VMMetrics(ctx, "acc-1")
+	if len(vms) != 1 || vms[0].ID != "vm-of-acc-1" || !errors.Is(err, errReader) {
+		t.Errorf("VMMetrics = %+v, %v; want the reader's vm-of-acc-1, %v", vms, err, errReader)
+	}
+
+	slices.Sort(r.calls)
+	if want := standintest.ReadNames(clientMethods); !slices.Equal(r.calls, want) {
+		t.Errorf("reader saw %q, want each read once: %q", r.calls, want)
+	}
+}
+
+func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
+	ctx := context.Background()
+	d := orchestrator.NewDryRun(nil)
+	if _, err := d.ListAccounts(ctx); !errors.Is(err, orchestrator.ErrDryRun) {
+		t.Errorf("ListAccounts without reader: %v, want ErrDryRun", err)
+	}
+	if _, err := d.VMMetrics(ctx, "acc-1"); !errors.Is(err, orchestrator.ErrDryRun) {
+		t.Errorf("VMMetrics without reader: %v, want ErrDryRun", err)
+	}
+	n := 0
+	for _, err := range d.VMs(ctx, orchestrator.ListVMs{}) {
+		n++
+		if !errors.Is(err, orchestrator.ErrDryRun) {
+			t.Errorf("VMs without reader yielded %v, want ErrDryRun", err)
+		}
+	}
+	if n != 1 {
+		t.Errorf("VMs without reader yielded %d times, want once", n)
+	}
+}

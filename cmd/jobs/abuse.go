@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -16,7 +12,6 @@ import (
 
 	"github.com/cronkit/cronkit/jobs/abuse"
 	"github.com/cronkit/cronkit/lib/mail"
-	"github.com/cronkit/cronkit/lib/orchestrator"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -27,31 +22,48 @@ func abuseCommand() *command {
 		name:    "abuse",
 		summary: "dunning and free-credit abuse state machines (show ACCOUNT, clear|approve|confirm|exclude CASE --reason, graph)",
 		verbs:   []string{"show", "clear", "approve", "confirm", "exclude", "graph"},
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
-			var o jobOptions
-			o.register(fs, 12*time.Minute)
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
+			k := newJobKit(e, fs, "abuse", 12*time.Minute)
+			var clock clockFlags
+			var cs cloudstackFlags
+			var mf mailFlags
 			var f abuseFlags
+			clock.register(fs)
+			cs.register(fs)
+			mf.register(fs)
 			f.register(fs)
-			return func(ctx context.Context, verb string, args []string) int {
+			return func(ctx context.Context, verb string, args []string) error {
 				switch verb {
 				case "graph":
 					return abuseGraph(e, &f)
 				case "show":
-					return abuseShow(ctx, e, &o, &f, args[0])
+					return abuseShow(ctx, k, args[0])
 				case abuse.OpClear, abuse.OpApprove, abuse.OpConfirm, abuse.OpExclude:
-					return abuseOperate(ctx, e, &o, &f, verb, args[0])
+					return abuseOperate(ctx, k, &clock, &mf, &f, verb, args[0])
 				}
-				j, err := f.job(e, &o)
+				if err := f.runOnly(); err != nil {
+					return err
+				}
+				now, err := clock.clock(e.now, k.run.dryRun)
 				if err != nil {
-					fmt.Fprintf(e.stderr, "jobs abuse: %v\n", err)
-					return run.ExitUsage
+					return err
 				}
-				return e.runJob(ctx, "abuse", &o, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
+				j, err := f.job(k.run)
+				if err != nil {
+					return err
+				}
+				if j.Orchestrator, err = cs.client(k.run.dryRun); err != nil {
+					return err
+				}
+				if j.Sender, j.Config.MailFrom, err = mf.sender(k.run.dryRun); err != nil {
+					return err
+				}
+				j.Now = now
+				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
 					j.DB = db
-					if o.dryRun {
-						j.Outbox = refusingOutbox{}
-					} else {
-						j.Outbox = &mail.Outbox{DB: db, Now: j.Now}
+					j.Outbox = &mail.Outbox{DB: db, Now: now}
+					if k.run.dryRun {
+						j.Outbox = mail.NewDryRunOutbox(j.Outbox.(*mail.Outbox))
 					}
 					return j.Run(ctx)
 				})
@@ -79,25 +91,14 @@ func abuseCommand() *command {
 
 // abuseFlags are abuse's own flags, as given.
 type abuseFlags struct {
-	policy       string
-	disposable   string
-	csURL        string
-	csKey        string
-	csSecret     string
-	csTimeout    time.Duration
-	smtpHost     string
-	smtpPort     int
-	smtpUser     string
-	smtpPassword string
-	smtpTLS      string
-	mailFrom     string
-	now          string
-	concurrency  int
-	rate         float64
-	expunge      bool
-	reason       string
-	format       string
-	machine      string
+	policy      string
+	disposable  string
+	concurrency int
+	rate        float64
+	expunge     bool
+	reason      string
+	format      string
+	machine     string
 }
 
 // defaultDisposableDomains is where ops keep the community blocklist (refreshed by
@@ -107,38 +108,12 @@ const defaultDisposableDomains = "/etc/cronkit/disposable_email_blocklist.conf"
 func (f *abuseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policy, "policy", "", "policy file (TOML), layered on the shipped defaults")
 	fs.StringVar(&f.disposable, "disposable-domains", defaultDisposableDomains, "disposable email domain list, one domain a line (needed while the disposable_email signal has a weight)")
-	fs.StringVar(&f.csURL, "cloudstack-url", "", "CloudStack API endpoint, e.g. https://cloud.example.com/client/api")
-	fs.StringVar(&f.csKey, "cloudstack-api-key", "", "CloudStack API key")
-	fs.StringVar(&f.csSecret, "cloudstack-secret-key", "", "CloudStack secret key")
-	fs.DurationVar(&f.csTimeout, "cloudstack-timeout", 60*time.Second, "bound on each CloudStack request")
-	fs.StringVar(&f.smtpHost, "smtp-host", "", "SMTP relay host; empty leaves notices queued in the outbox")
-	fs.IntVar(&f.smtpPort, "smtp-port", 0, "SMTP relay port (default by --smtp-tls: 587, 465 for tls, 25 for none)")
-	fs.StringVar(&f.smtpUser, "smtp-username", "", "SMTP user (AUTH)")
-	fs.StringVar(&f.smtpPassword, "smtp-password", "", "SMTP password")
-	fs.StringVar(&f.smtpTLS, "smtp-tls", "", "SMTP TLS: empty (STARTTLS when offered), starttls, tls or none")
-	fs.StringVar(&f.mailFrom, "mail-from", "", "From address of the notices, e.g. \"Billing <billing@example.com>\"")
-	fs.StringVar(&f.now, "now", "", "evaluate as of this time (RFC 3339, or YYYY-MM-DD for midnight UTC): what-if dry runs, simulated days")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "orchestrator calls in flight at most")
 	fs.Float64Var(&f.rate, "rate", 10, "orchestrator calls per second at most (0: no limit)")
 	fs.BoolVar(&f.expunge, "expunge", false, "terminations expunge VMs at once instead of leaving them to CloudStack's expunge delay")
 	fs.StringVar(&f.reason, "reason", "", "why (clear, approve, confirm, exclude): kept in the audit trail")
 	fs.StringVar(&f.format, "format", "mermaid", "graph format: mermaid or dot")
 	fs.StringVar(&f.machine, "machine", "", "graph one machine: dunning or free_credit (default both)")
-}
-
-// clock is --now, or the process clock.
-func (f *abuseFlags) clock(e *env) (func() time.Time, error) {
-	if f.now == "" {
-		return e.now, nil
-	}
-	t, err := time.Parse(time.RFC3339, f.now)
-	if err != nil {
-		if t, err = time.Parse("2006-01-02", f.now); err != nil {
-			return nil, run.Usagef("--now %q: want an RFC 3339 time (2026-11-25T10:00:00Z) or a date (2026-11-25)", f.now)
-		}
-	}
-	t = t.UTC()
-	return func() time.Time { return t }, nil
 }
 
 // loadPolicy reads --policy, layered on the shipped defaults.
@@ -173,23 +148,25 @@ func (f *abuseFlags) loadList(p abuse.Policy) (*abuse.DomainList, error) {
 	return list, nil
 }
 
-// job checks every flag and builds the run's job (without its database).
-func (f *abuseFlags) job(e *env, o *jobOptions) (*abuse.Job, error) {
+// runOnly refuses the operator commands' flags on a run.
+func (f *abuseFlags) runOnly() error {
 	if f.reason != "" {
-		return nil, run.Usagef("--reason is for the operator commands (clear, approve, confirm, exclude), not for a run")
+		return run.Usagef("--reason is for the operator commands (clear, approve, confirm, exclude), not for a run")
 	}
 	if f.machine != "" {
-		return nil, run.Usagef("--machine is for jobs abuse graph, not for a run")
+		return run.Usagef("--machine is for jobs abuse graph, not for a run")
 	}
+	return nil
+}
+
+// job checks abuse's own flags and builds the run's job; the kit's groups add its
+// clock, orchestrator, sender and (once open) database.
+func (f *abuseFlags) job(o runFlags) (*abuse.Job, error) {
 	if f.concurrency < 1 {
 		return nil, run.Usagef("--concurrency must be at least 1")
 	}
 	if f.rate < 0 {
 		return nil, run.Usagef("--rate must not be negative")
-	}
-	clock, err := f.clock(e)
-	if err != nil {
-		return nil, err
 	}
 	p, err := f.loadPolicy()
 	if err != nil {
@@ -199,36 +176,9 @@ func (f *abuseFlags) job(e *env, o *jobOptions) (*abuse.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.csURL == "" || f.csKey == "" || f.csSecret == "" {
-		return nil, run.Usagef("no orchestrator: set --cloudstack-url, --cloudstack-api-key and --cloudstack-secret-key")
-	}
-	if f.csTimeout <= 0 {
-		return nil, run.Usagef("--cloudstack-timeout must be positive")
-	}
-	client, err := orchestrator.New(orchestrator.Config{APIURL: f.csURL, APIKey: f.csKey, SecretKey: f.csSecret,
-		Timeout: f.csTimeout, ReadOnly: o.dryRun, HTTPClient: &http.Client{Timeout: f.csTimeout}})
-	if err != nil {
-		return nil, run.Usagef("%v", err)
-	}
-	var orch abuse.Orchestrator = client
-	if o.dryRun {
-		orch = refusingOrchestrator{client}
-	}
-	if f.mailFrom == "" {
-		return nil, run.Usagef("no sender address for notices: set --mail-from")
-	}
-	var sender mail.MessageSender
-	if f.smtpHost != "" && !o.dryRun {
-		s, err := mail.NewSender(mail.SMTPConfig{Host: f.smtpHost, Port: f.smtpPort, Username: f.smtpUser,
-			Password: f.smtpPassword, TLS: f.smtpTLS, From: f.mailFrom})
-		if err != nil {
-			return nil, run.Usagef("%v", err)
-		}
-		sender = s
-	}
-	return &abuse.Job{Orchestrator: orch, Sender: sender, Policy: p, Disposable: list, Now: clock,
+	return &abuse.Job{Policy: p, Disposable: list,
 		Config: abuse.Config{DryRun: o.dryRun, Account: o.account, Concurrency: f.concurrency, Rate: f.rate,
-			MailFrom: f.mailFrom, Expunge: f.expunge}}, nil
+			Expunge: f.expunge}}, nil
 }
 
 // abuseOperator names the person behind an operator command.
@@ -243,160 +193,89 @@ func abuseOperator(e *env) string {
 
 // abuseOperate runs clear, approve, confirm or exclude on a case. It is not a run (no
 // lock, no job_runs row): the transition row is its record, with the operator as
-// actor.
-func abuseOperate(ctx context.Context, e *env, o *jobOptions, f *abuseFlags, op, arg string) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(e.stderr, "jobs abuse %s: %v\n", op, err)
-		return code
+// actor. It has no dry run, so --now may not be in the future.
+func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFlags, f *abuseFlags, op, arg string) error {
+	if k.run.dryRun {
+		return run.Usagef("operator commands have no dry run; look first with jobs abuse show ACCOUNT")
 	}
-	if o.dryRun {
-		return fail(run.ExitUsage, errors.New("operator commands have no dry run; look first with jobs abuse show ACCOUNT"))
-	}
-	if o.output != "text" && o.output != "json" {
-		return fail(run.ExitUsage, fmt.Errorf("--output %q: want text or json", o.output))
+	if err := k.out.validate(); err != nil {
+		return err
 	}
 	if strings.TrimSpace(f.reason) == "" {
-		return fail(run.ExitUsage, errors.New("--reason is required: say why, it is kept in the audit trail"))
+		return run.Usagef("--reason is required: say why, it is kept in the audit trail")
 	}
-	actor := abuseOperator(e)
+	actor := abuseOperator(k.e)
 	if actor == "" {
-		return fail(run.ExitUsage, errors.New("no operator name: set CRONKIT_OPERATOR"))
+		return run.Usagef("no operator name: set CRONKIT_OPERATOR")
 	}
-	if f.mailFrom == "" {
-		return fail(run.ExitUsage, errors.New("no sender address for notices: set --mail-from"))
-	}
-	clock, err := f.clock(e)
+	now, err := clock.clock(k.e.now, false)
 	if err != nil {
-		return fail(run.ExitUsage, err)
+		return err
+	}
+	// The notices an operator's decision queues are sent by the next run.
+	_, from, err := mf.sender(false)
+	if err != nil {
+		return err
 	}
 	p, err := f.loadPolicy()
 	if err != nil {
-		return fail(run.ExitUsage, err)
+		return err
 	}
-	db, err := o.db.open(ctx, false)
-	if errors.Is(err, run.ErrUsage) {
-		return fail(run.ExitUsage, err)
-	}
+	db, err := k.db.open(ctx, false)
 	if err != nil {
-		return fail(run.ExitFailed, err)
+		return err
 	}
 	defer db.Close()
 	id, _ := strconv.ParseInt(arg, 10, 64) // checked by checkArgs
-	j := &abuse.Job{DB: db, Outbox: &mail.Outbox{DB: db, Now: clock}, Policy: p, Now: clock,
-		Config: abuse.Config{MailFrom: f.mailFrom}}
+	j := &abuse.Job{DB: db, Outbox: &mail.Outbox{DB: db, Now: now}, Policy: p, Now: now,
+		Config: abuse.Config{MailFrom: from}}
 	res, err := j.Operate(ctx, op, id, actor, f.reason)
-	if errors.Is(err, run.ErrUsage) {
-		return fail(run.ExitUsage, err)
-	}
 	if err != nil {
-		return fail(run.ExitFailed, err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	if o.output == "json" {
-		return abuseJSON(e, res)
+	if k.out.format == "json" {
+		return k.out.write(k.e.stdout, res)
 	}
+	w := k.e.stdout
 	c := res.Case
 	if res.Event == "" {
-		fmt.Fprintf(e.stdout, "case %d (%s, account %d) is %s: nothing to change; account tagged %s\n",
+		fmt.Fprintf(w, "case %d (%s, account %d) is %s: nothing to change; account tagged %s\n",
 			c.ID, c.Machine, c.AccountID, c.State, res.Tagged)
-		return run.ExitOK
+		return nil
 	}
-	fmt.Fprintf(e.stdout, "case %d (%s, account %d): %s -> %s (%s) by operator:%s\n", c.ID, c.Machine, c.AccountID,
+	fmt.Fprintf(w, "case %d (%s, account %d): %s -> %s (%s) by operator:%s\n", c.ID, c.Machine, c.AccountID,
 		res.From, res.To, res.Event, actor)
 	if res.Tagged != "" {
-		fmt.Fprintf(e.stdout, "account %d tagged %s\n", c.AccountID, res.Tagged)
+		fmt.Fprintf(w, "account %d tagged %s\n", c.AccountID, res.Tagged)
 	}
 	if res.PendingActions > 0 {
-		fmt.Fprintf(e.stdout, "%d action(s) queued; the next run performs them, or now: jobs abuse --account %d\n",
+		fmt.Fprintf(w, "%d action(s) queued; the next run performs them, or now: jobs abuse --account %d\n",
 			res.PendingActions, c.AccountID)
 	}
-	return run.ExitOK
+	return nil
 }
 
 // abuseShow prints an account's cases, evidence, transitions and actions.
-func abuseShow(ctx context.Context, e *env, o *jobOptions, f *abuseFlags, arg string) int {
-	if o.output != "text" && o.output != "json" {
-		fmt.Fprintf(e.stderr, "jobs abuse show: --output %q: want text or json\n", o.output)
-		return run.ExitUsage
-	}
-	db, err := o.db.open(ctx, true)
-	if errors.Is(err, run.ErrUsage) {
-		fmt.Fprintf(e.stderr, "jobs abuse show: %v\n", err)
-		return run.ExitUsage
-	}
+func abuseShow(ctx context.Context, k *jobKit, arg string) error {
+	db, err := k.read(ctx)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "jobs abuse show: %v\n", err)
-		return run.ExitFailed
+		return err
 	}
 	defer db.Close()
 	id, _ := strconv.ParseInt(arg, 10, 64) // checked by checkArgs
 	h, err := (&abuse.Job{DB: db}).Show(ctx, id)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "jobs abuse show: %v\n", err)
-		if errors.Is(err, run.ErrUsage) {
-			return run.ExitUsage
-		}
-		return run.ExitFailed
+		return fmt.Errorf("show: %w", err)
 	}
-	if o.output == "json" {
-		return abuseJSON(e, h)
-	}
-	if err := h.WriteText(e.stdout); err != nil {
-		return run.ExitFailed
-	}
-	return run.ExitOK
+	return k.out.write(k.e.stdout, h)
 }
 
 // abuseGraph draws the machines from their definitions.
-func abuseGraph(e *env, f *abuseFlags) int {
+func abuseGraph(e *env, f *abuseFlags) error {
 	out, err := abuse.Graph(f.machine, f.format)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "jobs abuse graph: %v\n", err)
-		return run.ExitUsage
+		return run.Usagef("graph: %v", err)
 	}
-	fmt.Fprint(e.stdout, out)
-	return run.ExitOK
-}
-
-func abuseJSON(e *env, v any) int {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		fmt.Fprintf(e.stderr, "jobs abuse: %v\n", err)
-		return run.ExitFailed
-	}
-	_, _ = e.stdout.Write(b.Bytes())
-	return run.ExitOK
-}
-
-// refusingOrchestrator stands in for CloudStack's mutating calls in a dry run: reads
-// go through, every change fails instead of happening. (The client is also built
-// ReadOnly, so a change is refused twice over.)
-type refusingOrchestrator struct{ abuse.Orchestrator }
-
-var errDryRunOrchestrator = errors.New("dry run: the orchestrator is not changed")
-
-func (refusingOrchestrator) StopVM(context.Context, string) error  { return errDryRunOrchestrator }
-func (refusingOrchestrator) StartVM(context.Context, string) error { return errDryRunOrchestrator }
-func (refusingOrchestrator) DestroyVM(context.Context, string, bool) error {
-	return errDryRunOrchestrator
-}
-func (refusingOrchestrator) DisableAccount(context.Context, string) error {
-	return errDryRunOrchestrator
-}
-func (refusingOrchestrator) EnableAccount(context.Context, string) error {
-	return errDryRunOrchestrator
-}
-
-// refusingOutbox stands in for the mail outbox in a dry run.
-type refusingOutbox struct{}
-
-var errDryRunMail = errors.New("dry run: no mail is queued or sent")
-
-func (refusingOutbox) Enqueue(context.Context, *sql.Tx, string, mail.Message) (bool, error) {
-	return false, errDryRunMail
-}
-
-func (refusingOutbox) Deliver(context.Context, mail.MessageSender, int) (mail.DeliveryReport, error) {
-	return mail.DeliveryReport{}, errDryRunMail
+	_, err = fmt.Fprint(e.stdout, out)
+	return err
 }

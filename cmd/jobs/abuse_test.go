@@ -30,7 +30,7 @@ const (
 
 // abuseT0 is the due date of the late payer's invoice; the scenario's days count
 // from it.
-var abuseT0 = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+var abuseT0 = time.Date(2025, 10, 1, 0, 0, 0, 0, time.UTC)
 
 func abuseDay(d int) time.Time { return abuseT0.AddDate(0, 0, d) }
 

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/cronkit/cronkit/lib/crontab"
 	"github.com/cronkit/cronkit/lib/run"
@@ -26,19 +25,19 @@ func crontabCommand() *command {
 			}
 			return noArgs(verb, args)
 		},
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
 			dir := fs.String("dir", "crontab", "directory with *.cron, systemd/ and k8s/")
 			file := fs.String("file", "", "check one crontab file instead (cron.d format unless --user-crontab)")
 			user := fs.Bool("user-crontab", false, "with --file: a user crontab (no user field)")
 			n := fs.Int("next", 3, "how many next runs to print per entry")
-			at := fs.String("now", "", "compute next runs from this time (RFC 3339; default now)")
-			return func(ctx context.Context, _ string, _ []string) int {
+			at := fs.String("now", "", "compute next runs from this time (RFC 3339 or a date; any time, past or future)")
+			return func(ctx context.Context, _ string, _ []string) error {
 				now := e.now()
 				if *at != "" {
-					t, err := time.Parse(time.RFC3339, *at)
+					// Exempt from the clock group's rule: next run times change nothing.
+					t, err := parseNow(*at)
 					if err != nil {
-						fmt.Fprintf(e.stderr, "jobs crontab: --now: %v\n", err)
-						return run.ExitUsage
+						return err
 					}
 					now = t
 				}
@@ -49,23 +48,23 @@ func crontabCommand() *command {
 				} else {
 					entries, err = crontab.LoadDir(*dir)
 				}
+				if err != nil && len(entries) == 0 {
+					return run.Usagef("%v", err)
+				}
 				if err != nil {
 					fmt.Fprintf(e.stderr, "jobs crontab: %v\n", err)
-					if len(entries) == 0 {
-						return run.ExitUsage
-					}
 				}
 				rep, cerr := crontab.Check(entries, validateArgs(e), now, *n)
 				if cerr != nil {
-					fmt.Fprintf(e.stderr, "jobs crontab: %v\n", cerr)
-					return run.ExitUsage
+					return run.Usagef("%v", cerr)
 				}
-				_ = rep.WriteText(e.stdout)
+				if werr := rep.WriteText(e.stdout); werr != nil {
+					return werr
+				}
 				if err != nil || rep.Problems() > 0 {
-					fmt.Fprintf(e.stderr, "jobs crontab: %d problem(s)\n", rep.Problems())
-					return run.ExitFailed
+					return fmt.Errorf("%d problem(s)", rep.Problems())
 				}
-				return run.ExitOK
+				return nil
 			}
 		},
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,23 +29,20 @@ func demoCommand() *command {
 	return &command{
 		name:    "demo",
 		summary: "load the demo world into an empty database and run every job (dry run, then for real) against fakes on loopback",
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
-			var db dbOptions
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
+			var db dbFlags
 			db.register(fs)
 			roDSN := fs.String("ro-dsn", "", "a SELECT-only DSN for the dry runs (default: --db-dsn)")
-			return func(ctx context.Context, _ string, _ []string) int {
-				if err := e.demo(ctx, db, *roDSN); err != nil {
-					fmt.Fprintf(e.stderr, "jobs demo: %v\n", err)
-					if errors.Is(err, run.ErrUsage) {
-						return run.ExitUsage
-					}
-					return run.ExitFailed
-				}
-				return run.ExitOK
+			return func(ctx context.Context, _ string, _ []string) error {
+				return e.demo(ctx, db, *roDSN)
 			}
 		},
 	}
 }
+
+// demoDays is how far in the past the demo world starts: the simulated days of the
+// story end today.
+const demoDays = 18
 
 // demoStep is one command the demo runs and the exit codes that are the story (a
 // dry run that finds problems exits 3, and that is what it should do).
@@ -57,8 +53,8 @@ type demoStep struct {
 	ok    []int
 }
 
-func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
-	db, err := dbo.open(ctx, false)
+func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
+	db, err := dbo.openUnchecked(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -70,7 +66,9 @@ func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
 	if err := mysql.Migrate(ctx, db, "up", e.stdout); err != nil {
 		return err
 	}
-	now := e.now()
+	// The world is placed in the past and the jobs are stepped through it with --now,
+	// never ahead of the clock: a real run refuses a future --now.
+	now := e.now().UTC().Truncate(time.Hour).AddDate(0, 0, -demoDays)
 	world := fixtures.Demo(now)
 	e.section("loading the demo world")
 	start := time.Now()
@@ -141,13 +139,13 @@ func (e *env) demo(ctx context.Context, dbo dbOptions, roDSN string) error {
 	late := fmt.Sprint(fixtures.LatePayerID)
 	steps := []demoStep{
 		{title: "every schedule in crontab/ parses and names real commands", args: []string{"crontab", "check", "--dir", "crontab", "--next", "1"}, ok: []int{0}},
-		{title: "billing, dry run with a SELECT-only database user: what would be rated, invoiced, charged", args: []string{"billing", "--dry-run"}, dsn: roDSN, ok: []int{0, 3}},
-		{title: "billing for real: rate every closed hour, close last month, charge (one card declines)", args: []string{"billing"}, ok: []int{0, 3}},
-		{title: "billing again: nothing is billed or charged twice", args: []string{"billing"}, ok: []int{0, 3}},
-		{title: "abuse, dry run: the transitions it would make and the facts behind them", args: []string{"abuse", "--dry-run"}, dsn: roDSN, ok: []int{0, 3}},
-		{title: "abuse for real: the late payer is reminded, the miner flagged and suspended", args: []string{"abuse"}, ok: []int{0, 3}},
-		{title: "abuse, 11 days later (simulated with --now): the late payer is warned", args: []string{"abuse", "--now", day(11)}, ok: []int{0, 3}},
-		{title: "abuse, 18 days later: the late payer is suspended", args: []string{"abuse", "--now", day(18)}, ok: []int{0, 3}},
+		{title: "billing, dry run with a SELECT-only database user: what would be rated, invoiced, charged", args: []string{"billing", "--dry-run", "--now", day(0)}, dsn: roDSN, ok: []int{0, 3}},
+		{title: "billing for real: rate every closed hour, close last month, charge (one card declines)", args: []string{"billing", "--now", day(0)}, ok: []int{0, 3}},
+		{title: "billing again: nothing is billed or charged twice", args: []string{"billing", "--now", day(0)}, ok: []int{0, 3}},
+		{title: "abuse, dry run: the transitions it would make and the facts behind them", args: []string{"abuse", "--dry-run", "--now", day(0)}, dsn: roDSN, ok: []int{0, 3}},
+		{title: "abuse for real: the late payer is reminded, the miner flagged and suspended", args: []string{"abuse", "--now", day(0)}, ok: []int{0, 3}},
+		{title: "abuse, 11 days later (the world was placed in the past; --now steps through it): the late payer is warned", args: []string{"abuse", "--now", day(11)}, ok: []int{0, 3}},
+		{title: fmt.Sprintf("abuse, %d days later (today): the late payer is suspended", demoDays), args: []string{"abuse", "--now", day(demoDays)}, ok: []int{0, 3}},
 		{title: "what happened to the late payer?", args: []string{"abuse", "show", late}, ok: []int{0}},
 		{title: "what happened to the miner?", args: []string{"abuse", "show", fmt.Sprint(fixtures.MinerID)}, ok: []int{0}},
 		{title: "the runs, as recorded in job_runs", args: []string{"history", "--limit", "20"}, ok: []int{0}},

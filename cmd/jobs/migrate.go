@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 
 	"github.com/cronkit/cronkit/lib/mysql"
-	"github.com/cronkit/cronkit/lib/run"
 )
 
 func migrateCommand() *command {
@@ -15,28 +12,19 @@ func migrateCommand() *command {
 		name:    "migrate",
 		summary: "apply (up), revert one (down) or list (status) database migrations",
 		verbs:   []string{"up", "down", "status"},
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
-			var db dbOptions
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
+			var db dbFlags
 			db.register(fs)
-			return func(ctx context.Context, verb string, _ []string) int {
+			return func(ctx context.Context, verb string, _ []string) error {
 				if verb == "" {
 					verb = "up"
 				}
-				conn, err := db.open(ctx, false)
-				if errors.Is(err, run.ErrUsage) {
-					fmt.Fprintf(e.stderr, "jobs migrate: %v\n", err)
-					return run.ExitUsage
-				}
+				conn, err := db.openUnchecked(ctx, verb == "status")
 				if err != nil {
-					fmt.Fprintf(e.stderr, "jobs migrate: %v\n", err)
-					return run.ExitFailed
+					return err
 				}
 				defer conn.Close()
-				if err := mysql.Migrate(ctx, conn, verb, e.stdout); err != nil {
-					fmt.Fprintf(e.stderr, "jobs migrate: %v\n", err)
-					return run.ExitFailed
-				}
-				return run.ExitOK
+				return mysql.Migrate(ctx, conn, verb, e.stdout)
 			}
 		},
 	}

@@ -16,12 +16,11 @@ func noopCommand() *command {
 	return &command{
 		name:    "noop",
 		summary: "run the run contract with nothing to do (set-up check; --hold D to keep the lock)",
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
-			var o jobOptions
-			o.register(fs, 0)
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
+			k := newJobKit(e, fs, "noop", 0)
 			hold := fs.Duration("hold", 0, "hold the lock this long, or until cancelled")
-			return func(ctx context.Context, _ string, _ []string) int {
-				return e.runJob(ctx, "noop", &o, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
+			return func(ctx context.Context, _ string, _ []string) error {
+				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
 					rep := run.NewReport("noop")
 					if *hold > 0 {
 						t := time.NewTimer(*hold)

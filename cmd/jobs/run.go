@@ -32,14 +32,18 @@ type env struct {
 	args []string
 }
 
+// commandFunc runs a parsed command.
+type commandFunc func(ctx context.Context, verb string, args []string) error
+
 // command is one subcommand: its flags, and the function that runs it once parsed.
 type command struct {
 	name    string
 	summary string
 	// verbs are optional first words (billing rate|close|charge); "" is the default.
 	verbs []string
-	// setup registers flags on fs and returns the function that runs the command.
-	setup func(e *env, fs *flag.FlagSet) func(ctx context.Context, verb string, args []string) int
+	// setup registers flags on fs and returns the function that runs the command. Its
+	// error decides the exit code (run.ExitCode); nil is success.
+	setup func(e *env, fs *flag.FlagSet) commandFunc
 	// checkArgs validates positional arguments without running; nil accepts none.
 	checkArgs func(verb string, args []string) error
 }
@@ -87,7 +91,12 @@ func runMain(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "jobs %s: %v (see jobs %s --help)\n", cmd.name, err, cmd.name)
 		return run.ExitUsage
 	}
-	return fn(ctx, verb, pos)
+	err = fn(ctx, verb, pos)
+	// A run's errors are in its log already; anything else gets one line.
+	if err != nil && !run.IsLogged(err) {
+		fmt.Fprintf(stderr, "jobs %s: %v\n", cmd.name, err)
+	}
+	return run.ExitCode(err)
 }
 
 func find(name string) *command {
@@ -101,7 +110,7 @@ func find(name string) *command {
 
 // parse builds cmd's flags, applies the environment, parses args and checks the
 // positional arguments. It prints only for --help.
-func parse(e *env, cmd *command, args []string) (func(context.Context, string, []string) int, string, []string, error) {
+func parse(e *env, cmd *command, args []string) (commandFunc, string, []string, error) {
 	verb := ""
 	if len(cmd.verbs) > 0 && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		for _, v := range cmd.verbs {

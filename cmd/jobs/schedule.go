@@ -24,39 +24,32 @@ func scheduleCommand() *command {
 	return &command{
 		name:    "schedule",
 		summary: "run a crontab in-process (containers without cron): each run a child process, no overlap",
-		setup: func(e *env, fs *flag.FlagSet) func(context.Context, string, []string) int {
+		setup: func(e *env, fs *flag.FlagSet) commandFunc {
 			file := fs.String("crontab", "", "crontab file to run (user format: no user field)")
 			system := fs.Bool("system-format", false, "the file is in cron.d format (with a user field, ignored)")
 			stop := fs.Duration("stop-timeout", 10*time.Minute, "on SIGTERM, wait this long for running jobs before killing them")
 			logFormat := fs.String("log-format", "auto", "json, console or auto")
-			return func(ctx context.Context, _ string, _ []string) int {
+			return func(ctx context.Context, _ string, _ []string) error {
 				if *file == "" {
-					fmt.Fprintln(e.stderr, "jobs schedule: --crontab FILE is required")
-					return run.ExitUsage
+					return run.Usagef("--crontab FILE (or CRONKIT_CRONTAB) is required")
+				}
+				if err := validateLogFormat(*logFormat); err != nil {
+					return err
 				}
 				entries, err := loadCrontabFile(*file, *system)
 				if err != nil {
-					fmt.Fprintf(e.stderr, "jobs schedule: %v\n", err)
-					return run.ExitUsage
+					return run.Usagef("%v", err)
 				}
 				// A line that is not a valid command is fatal; advice (a missing
 				// --timeout, a timeout longer than the interval) is logged below.
 				validate := validateArgs(e)
 				for _, en := range entries {
 					if err := validate(en.Args); err != nil {
-						fmt.Fprintf(e.stderr, "jobs schedule: %s:%d: %v\n", en.Source, en.Line, err)
-						return run.ExitUsage
+						return run.Usagef("%s:%d: %v", en.Source, en.Line, err)
 					}
 				}
 				rep, _ := crontab.Check(entries, validate, e.now(), 1)
-				format := *logFormat
-				if format == "auto" {
-					format = "json"
-					if e.tty {
-						format = "console"
-					}
-				}
-				log := run.NewLogger(e.stderr, format, e.tty, zerolog.InfoLevel, map[string]any{
+				log := run.NewLogger(e.stderr, e.logFormat(*logFormat), e.tty, zerolog.InfoLevel, map[string]any{
 					"job": "schedule", "host": e.host, "version": e.version,
 				})
 				ctx = log.WithContext(ctx)
@@ -73,13 +66,10 @@ func scheduleCommand() *command {
 				log.Info().Str("crontab", *file).Int("entries", len(entries)).Msg("scheduler started")
 				if err := s.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 					log.Error().Err(err).Msg("scheduler stopped")
-					return run.ExitFailed
+					return run.Logged(err)
 				}
 				log.Info().Msg("scheduler stopped")
-				if ctx.Err() != nil {
-					return run.ExitInterrupted
-				}
-				return run.ExitOK
+				return run.Logged(context.Cause(ctx))
 			}
 		},
 	}

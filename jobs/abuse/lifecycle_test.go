@@ -201,8 +201,8 @@ func TestOrchestratorErrorsAndTimeoutsAreRetried(t *testing.T) {
 	w.fake.FailNext("stopVirtualMachine", 1, 530)
 	w.now = due.AddDate(0, 0, 21)
 	rep := w.runJob(nil)
-	if st, code := run.Outcome(context.Background(), rep, nil); code != run.ExitPartial {
-		t.Fatalf("outcome %s %d, problems %+v", st, code, rep.Problems)
+	if st, err := run.Outcome(context.Background(), rep, nil); run.ExitCode(err) != run.ExitPartial {
+		t.Fatalf("outcome %s %v, problems %+v", st, err, rep.Problems)
 	}
 	if !strings.Contains(rep.Problems[0].Detail, "stop_vm vm-a (dunning case 1)") || !strings.Contains(rep.Problems[0].Detail, "530") {
 		t.Fatalf("problem %+v", rep.Problems)

@@ -19,7 +19,6 @@ package billing
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -78,9 +77,6 @@ type Job struct {
 	// Now is the clock; nil means time.Now. Tests and `--now` fix it.
 	Now func() time.Time
 }
-
-// ErrConfig reports a configuration the job cannot run with.
-var ErrConfig = errors.New("billing configuration")
 
 func (j *Job) now() time.Time {
 	clock := j.Now

@@ -95,7 +95,8 @@ func (a *attempt) request() payment.ChargeRequest {
 
 func (ch *charger) run(ctx context.Context) error {
 	if !ch.j.Config.DryRun && ch.j.Payments == nil {
-		return fmt.Errorf("%w: charging needs a payment provider", ErrConfig)
+		// A configuration error (exit 2), on the same path as the command's own checks.
+		return run.Usagef("charging needs a payment provider")
 	}
 	if err := ch.markNoPaymentMethod(ctx); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -73,6 +74,66 @@ func Migrate(ctx context.Context, db *sql.DB, command string, w io.Writer) error
 		}
 	default:
 		return fmt.Errorf("migrate %q: want up, down or status", command)
+	}
+	return nil
+}
+
+// ErrSchema means the database's schema is not the one this binary was built for:
+// an upgrade whose `jobs migrate` has not run yet, or an older binary pointed at a
+// newer schema. It is a configuration error (exit 2), not a failed run.
+var ErrSchema = errors.New("database schema does not match this binary")
+
+// schemaError names both versions and what to do.
+type schemaError struct{ have, want int64 }
+
+func (e schemaError) Error() string {
+	if e.have < e.want {
+		return fmt.Sprintf("database at migration %d, this binary needs %d: run jobs migrate", e.have, e.want)
+	}
+	return fmt.Sprintf("database at migration %d, newer than this binary's %d: run the binary that migrated it", e.have, e.want)
+}
+
+func (e schemaError) Is(target error) bool { return target == ErrSchema }
+
+// SchemaVersion is the newest migration embedded in this binary.
+func SchemaVersion() (int64, error) {
+	entries, err := fs.ReadDir(Migrations(), ".")
+	if err != nil {
+		return 0, fmt.Errorf("migrations: %w", err)
+	}
+	var newest int64
+	for _, e := range entries {
+		v, err := goose.NumericComponent(e.Name())
+		if err != nil {
+			return 0, fmt.Errorf("migrations: %s: %w", e.Name(), err)
+		}
+		newest = max(newest, v)
+	}
+	if newest == 0 {
+		return 0, errors.New("migrations: none embedded")
+	}
+	return newest, nil
+}
+
+// sqlAppliedVersion is goose's own bookkeeping: the newest migration applied.
+const sqlAppliedVersion = `SELECT COALESCE(MAX(version_id), 0) FROM goose_db_version WHERE is_applied = 1`
+
+// CheckSchema returns ErrSchema unless the database is at exactly the binary's
+// migration. It only reads, so it works in a dry run with a SELECT-only user.
+func CheckSchema(ctx context.Context, db *sql.DB) error {
+	want, err := SchemaVersion()
+	if err != nil {
+		return err
+	}
+	var have int64
+	if err := db.QueryRowContext(ctx, sqlAppliedVersion).Scan(&have); err != nil {
+		if IsNoSuchTable(err) {
+			return schemaError{0, want}
+		}
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if have != want {
+		return schemaError{have, want}
 	}
 	return nil
 }

@@ -166,6 +166,12 @@ func IsDuplicate(err error) bool {
 	return errors.As(err, &me) && me.Number == 1062
 }
 
+// IsNoSuchTable reports a missing table (1146): a database nobody migrated yet.
+func IsNoSuchTable(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1146
+}
+
 // InTx runs fn in a transaction, commits it, and rolls back when fn fails or panics.
 // A deadlock or lock wait timeout reruns fn (up to 3 attempts), so fn must only touch
 // the database through tx.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +110,38 @@ func TestOpenErrorsNeverShowPassword(t *testing.T) {
 	_, err = mysql.Open(ctx, "u:s3cretpw@tcp(127.0.0.1:1/db?bad", mysql.Options{})
 	if !errors.Is(err, mysql.ErrBadDSN) || strings.Contains(err.Error(), "s3cretpw") {
 		t.Fatalf("parse error: %v", err)
+	}
+}
+
+func TestCheckSchemaNamesBothVersions(t *testing.T) {
+	d := mysqltest.NewEmpty(t)
+	ctx := context.Background()
+	want, err := mysql.SchemaVersion()
+	if err != nil || want < 40 {
+		t.Fatalf("SchemaVersion = %d, %v", want, err)
+	}
+	err = mysql.CheckSchema(ctx, d.DB)
+	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration 0, this binary needs %d: run jobs migrate", want) {
+		t.Fatalf("unmigrated database: %v", err)
+	}
+	if err := mysql.Migrate(ctx, d.DB, "up", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := mysql.CheckSchema(ctx, d.DB); err != nil {
+		t.Fatalf("migrated database: %v", err)
+	}
+	if err := mysql.Migrate(ctx, d.DB, "down", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	err = mysql.CheckSchema(ctx, d.DB)
+	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), fmt.Sprintf("this binary needs %d: run jobs migrate", want)) {
+		t.Fatalf("one migration behind: %v", err)
+	}
+	if _, err := d.DB.ExecContext(ctx, "INSERT INTO goose_db_version (version_id, is_applied) VALUES (?, 1)", want+1); err != nil {
+		t.Fatal(err)
+	}
+	err = mysql.CheckSchema(ctx, d.DB)
+	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), "newer than this binary") {
+		t.Fatalf("newer database: %v", err)
 	}
 }

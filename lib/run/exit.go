@@ -41,29 +41,76 @@ const (
 	StatusCancelled Status = "cancelled"
 )
 
-// Outcome maps what a run produced to its status and exit code. It is the only place
-// that decides an exit code from an error.
-func Outcome(ctx context.Context, rep *Report, err error) (Status, int) {
-	switch cause := context.Cause(ctx); {
-	case ctx.Err() != nil && errors.Is(cause, ErrInterrupted):
-		return StatusCancelled, ExitInterrupted
-	case ctx.Err() != nil:
-		return StatusCancelled, ExitFailed
-	}
+// ErrPartial is a run that finished with item-level errors or discrepancies in its
+// report (exit 3): the rest of the work was done.
+var ErrPartial = errors.New("finished with problems")
+
+// ExitCode maps an error to the exit-code table. It is the only place that decides
+// an exit code (restic's ComputeExitCode is the model): commands return errors, the
+// binary exits with ExitCode(err).
+func ExitCode(err error) int {
 	switch {
-	case err == nil && rep != nil && len(rep.Problems) > 0:
-		return StatusPartial, ExitPartial
 	case err == nil:
-		return StatusOK, ExitOK
-	case errors.Is(err, ErrUsage):
-		return StatusFailed, ExitUsage
-	case errors.Is(err, mysql.ErrLocked):
-		return StatusFailed, ExitLocked
+		return ExitOK
 	case errors.Is(err, ErrInterrupted):
-		return StatusCancelled, ExitInterrupted
+		return ExitInterrupted
+	case errors.Is(err, ErrUsage), errors.Is(err, mysql.ErrSchema):
+		return ExitUsage
+	case errors.Is(err, mysql.ErrLocked):
+		return ExitLocked
+	case errors.Is(err, ErrPartial):
+		return ExitPartial
 	default:
-		return StatusFailed, ExitFailed
+		return ExitFailed
 	}
+}
+
+// Outcome is what a run produced, as the contract sees it: the run's error (nil, or
+// one ExitCode maps: a cancellation carries its cause, problems in the report make
+// ErrPartial) and the job_runs status that goes with it.
+func Outcome(ctx context.Context, rep *Report, err error) (Status, error) {
+	if ctx.Err() != nil {
+		// Record why the run stopped (timeout, signal), not a bare "context canceled".
+		cause := context.Cause(ctx)
+		switch {
+		case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			err = cause
+		case !errors.Is(err, cause):
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
+		return StatusCancelled, err
+	}
+	if err == nil && rep != nil && len(rep.Problems) > 0 {
+		return StatusPartial, fmt.Errorf("%w: %d problem(s) in the report", ErrPartial, len(rep.Problems))
+	}
+	switch ExitCode(err) {
+	case ExitOK:
+		return StatusOK, nil
+	case ExitInterrupted:
+		return StatusCancelled, err
+	}
+	return StatusFailed, err
+}
+
+// loggedError is an error the run's log already carries: the binary exits with its
+// code and prints nothing more (stderr stays one log format).
+type loggedError struct{ err error }
+
+func (e loggedError) Error() string { return e.err.Error() }
+func (e loggedError) Unwrap() error { return e.err }
+
+// Logged marks err as already logged with the run's context.
+func Logged(err error) error {
+	if err == nil {
+		return nil
+	}
+	return loggedError{err}
+}
+
+// IsLogged reports whether err was marked by Logged.
+func IsLogged(err error) bool {
+	var l loggedError
+	return errors.As(err, &l)
 }
 
 type usageError struct{ msg string }

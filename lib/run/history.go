@@ -81,3 +81,10 @@ func WriteHistory(w io.Writer, recs []Record) error {
 	}
 	return tw.Flush()
 }
+
+// Runs is a list of runs with a text rendering, so a command prints it as text or
+// JSON through one writer.
+type Runs []Record
+
+// WriteText renders the runs as WriteHistory does.
+func (rs Runs) WriteText(w io.Writer) error { return WriteHistory(w, rs) }

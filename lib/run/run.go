@@ -125,22 +125,25 @@ func (r *Runner) init() {
 	})
 }
 
-// Abort ends a run that could not start (configuration, connection): it logs err,
-// pings failure and returns the exit code, writing no job_runs row.
-func (r *Runner) Abort(ctx context.Context, err error, code int) int {
+// Abort ends a run that could not start (configuration, connection, schema): it logs
+// err, pings failure with err's exit code, and returns err marked as logged. No
+// job_runs row is written.
+func (r *Runner) Abort(ctx context.Context, err error) error {
 	r.init()
 	ctx = r.logger.WithContext(ctx)
+	code := ExitCode(err)
 	r.logger.Error().Err(err).Int("exit_code", code).Msg("run could not start")
 	if !r.DryRun {
 		r.Pinger.Finish(ctx, r.id, code, []byte(err.Error()))
 	}
-	return code
+	return Logged(err)
 }
 
-// Run executes fn under the contract and returns the process exit code. db is used
+// Run executes fn under the contract and returns the run's error, already logged (see
+// ExitCode for the process exit code; nil is success). db is used
 // for the lock and the job_runs row; in a dry run neither is taken or written (a dry
 // run only reads, so it may run beside a real one, with a SELECT-only user).
-func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Context) (*Report, error)) int {
+func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Context) (*Report, error)) error {
 	r.init()
 	log := r.logger
 	ctx = log.WithContext(ctx)
@@ -156,10 +159,10 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		lock, err = mysql.AcquireLock(ctx, db, "cronkit."+r.Job, r.LockWait)
 		if errors.Is(err, mysql.ErrLocked) {
 			log.Warn().Dur("lock_wait", r.LockWait).Msg("another run holds the lock; exiting")
-			return ExitLocked
+			return Logged(err)
 		}
 		if err != nil {
-			return r.Abort(ctx, err, ExitFailed)
+			return r.Abort(ctx, err)
 		}
 		defer func() {
 			if err := lock.Release(); err != nil {
@@ -167,7 +170,7 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 			}
 		}()
 		if err := r.recordStart(ctx, db); err != nil {
-			return r.Abort(ctx, err, ExitFailed)
+			return r.Abort(ctx, err)
 		}
 		r.Pinger.Start(ctx, r.id)
 	}
@@ -189,17 +192,8 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		rep = NewReport(r.Job)
 	}
 	rep.Job, rep.RunID, rep.DryRun = r.Job, r.id, r.DryRun
-	status, code := Outcome(runCtx, rep, err)
-	if status == StatusCancelled {
-		// Record why the run stopped (timeout, signal), not a bare "context canceled".
-		cause := context.Cause(runCtx)
-		switch {
-		case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			err = cause
-		case !errors.Is(err, cause):
-			err = fmt.Errorf("%w: %w", cause, err)
-		}
-	}
+	status, err := Outcome(runCtx, rep, err)
+	code := ExitCode(err)
 	elapsed := r.now().Sub(r.start)
 
 	var out bytes.Buffer
@@ -220,12 +214,12 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		Interface("counts", rep.Counts).Msg("run finished")
 
 	if r.DryRun {
-		return code
+		return Logged(err)
 	}
 	if rerr := r.recordEnd(ctx, db, status, code, rep, err); rerr != nil {
 		log.Error().Err(rerr).Msg("record run end")
 		if code == ExitOK {
-			code = ExitFailed
+			err, code = rerr, ExitFailed
 		}
 	}
 	m := Metrics{Job: r.Job, Host: r.Host, Success: code == ExitOK || code == ExitPartial,
@@ -243,7 +237,7 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		cancel()
 	}
 	r.Pinger.Finish(ctx, r.id, code, out.Bytes())
-	return code
+	return Logged(err)
 }
 
 // ErrLockLost is the cancellation cause when the session holding the job's lock dies

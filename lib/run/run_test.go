@@ -96,7 +96,7 @@ func TestRunRecordsAndLogsContext(t *testing.T) {
 	db := mysqltest.New(t)
 	var stdout, stderr syncBuffer
 	r := newRunner("billing", &stdout, &stderr)
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		if FromContext(ctx).ID != r.ID() {
 			t.Error("run info missing from context")
 		}
@@ -104,7 +104,7 @@ func TestRunRecordsAndLogsContext(t *testing.T) {
 		rep.Count("charges_written", 2)
 		rep.Act("rate", "hour 1", "")
 		return rep, nil
-	})
+	}))
 	if code != ExitOK {
 		t.Fatalf("code = %d", code)
 	}
@@ -122,11 +122,11 @@ func TestProblemsExitThree(t *testing.T) {
 	db := mysqltest.New(t)
 	var stdout, stderr syncBuffer
 	r := newRunner("reconcile", &stdout, &stderr)
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		rep := NewReport("reconcile")
 		rep.Problem("amount_mismatch", "invoice 3", "")
 		return rep, nil
-	})
+	}))
 	if code != ExitPartial {
 		t.Fatalf("code = %d, want 3", code)
 	}
@@ -149,11 +149,11 @@ func TestConcurrentRunsOneExits75(t *testing.T) {
 		defer close(firstDone)
 		var o, e syncBuffer
 		first = newRunner("billing", &o, &e)
-		firstCode = first.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+		firstCode = ExitCode(first.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 			close(started)
 			<-release
 			return NewReport("billing"), nil
-		})
+		}))
 	}()
 	select {
 	case <-started:
@@ -163,10 +163,10 @@ func TestConcurrentRunsOneExits75(t *testing.T) {
 	var o, e syncBuffer
 	second := newRunner("billing", &o, &e)
 	called := false
-	code := second.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(second.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		called = true
 		return nil, nil
-	})
+	}))
 	close(release)
 	wg.Wait()
 	if code != ExitLocked || called {
@@ -190,11 +190,11 @@ func TestLockWaitRunsAfterHolder(t *testing.T) {
 	done := make(chan int)
 	go func() {
 		var o, e syncBuffer
-		done <- newRunner("abuse", &o, &e).Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+		done <- ExitCode(newRunner("abuse", &o, &e).Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 			close(started)
 			time.Sleep(1200 * time.Millisecond)
 			return nil, nil
-		})
+		}))
 	}()
 	select {
 	case <-started:
@@ -204,7 +204,7 @@ func TestLockWaitRunsAfterHolder(t *testing.T) {
 	var o, e syncBuffer
 	r := newRunner("abuse", &o, &e)
 	r.LockWait = 10 * time.Second
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { return nil, nil })
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { return nil, nil }))
 	if code != ExitOK || <-done != ExitOK {
 		t.Fatalf("waiting run: %d", code)
 	}
@@ -218,10 +218,10 @@ func TestTimeoutCancelsAndRecords(t *testing.T) {
 	var o, e syncBuffer
 	r := newRunner("billing", &o, &e)
 	r.Timeout = 200 * time.Millisecond
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		<-ctx.Done() // work in flight notices and stops
 		return NewReport("billing"), ctx.Err()
-	})
+	}))
 	if code != ExitFailed {
 		t.Fatalf("code = %d, want 1 (timeout is a failure)", code)
 	}
@@ -236,11 +236,11 @@ func TestInterruptCancelsAndRecords(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	var o, e syncBuffer
 	r := newRunner("billing", &o, &e)
-	code := r.Run(ctx, db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(ctx, db.DB, func(ctx context.Context) (*Report, error) {
 		cancel(fmt.Errorf("%w: terminated", ErrInterrupted))
 		<-ctx.Done()
 		return nil, nil // even a job that returns nil error was cancelled
-	})
+	}))
 	if code != ExitInterrupted {
 		t.Fatalf("code = %d, want 130", code)
 	}
@@ -253,15 +253,15 @@ func TestFailureAndPanicAreRecorded(t *testing.T) {
 	db := mysqltest.New(t)
 	var o, e syncBuffer
 	r := newRunner("billing", &o, &e)
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		return nil, errors.New("stripe unreachable")
-	})
+	}))
 	if status, exit, msg := jobRun(t, db, r.ID()); code != 1 || status != "failed" || exit != 1 || msg != "stripe unreachable" {
 		t.Fatalf("failed run: code %d row %s %d %q", code, status, exit, msg)
 	}
 	var o2, e2 syncBuffer
 	r2 := newRunner("billing", &o2, &e2)
-	code = r2.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { panic("boom") })
+	code = ExitCode(r2.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { panic("boom") }))
 	if status, _, msg := jobRun(t, db, r2.ID()); code != 1 || status != "failed" || !strings.Contains(msg, "boom") {
 		t.Fatalf("panicked run: code %d row %s %q", code, status, msg)
 	}
@@ -283,7 +283,7 @@ func TestDryRunWritesNothingWithSelectOnlyUser(t *testing.T) {
 	defer srv.Close()
 	r.Pinger = &Pinger{URL: srv.URL, Client: srv.Client()}
 	r.MetricsFile = filepath.Join(t.TempDir(), "m.prom")
-	code := r.Run(context.Background(), ro, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), ro, func(ctx context.Context) (*Report, error) {
 		var n int
 		if err := ro.QueryRowContext(ctx, "SELECT COUNT(*) FROM job_runs").Scan(&n); err != nil {
 			return nil, err
@@ -291,7 +291,7 @@ func TestDryRunWritesNothingWithSelectOnlyUser(t *testing.T) {
 		rep := NewReport("billing")
 		rep.Act("rate", "hour 1", "would write 3 charges")
 		return rep, nil
-	})
+	}))
 	if code != ExitOK {
 		t.Fatalf("dry run code = %d; log:\n%s", code, e.String())
 	}
@@ -323,12 +323,12 @@ func TestRunPingsAndMetrics(t *testing.T) {
 	r := newRunner("billing", &o, &e)
 	r.Pinger = &Pinger{URL: srv.URL + "/uuid", Client: srv.Client()}
 	r.MetricsFile = filepath.Join(t.TempDir(), "cronkit_billing.prom")
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		rep := NewReport("billing")
 		rep.Count("charges_written", 5)
 		rep.Problem("unpriced", "account 1", "")
 		return rep, nil
-	})
+	}))
 	if code != ExitPartial {
 		t.Fatalf("code = %d", code)
 	}
@@ -358,7 +358,7 @@ func TestPingEndpointDownNeverFailsTheJob(t *testing.T) {
 	var o, e syncBuffer
 	r := newRunner("billing", &o, &e)
 	r.Pinger = &Pinger{URL: url + "/secret-check-uuid", Retries: 1, Backoff: time.Millisecond}
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { return nil, nil })
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) { return nil, nil }))
 	if code != ExitOK {
 		t.Fatalf("code = %d", code)
 	}
@@ -375,7 +375,7 @@ func TestLostLockCancelsTheRun(t *testing.T) {
 	var o, e syncBuffer
 	r := newRunner("billing", &o, &e)
 	r.LockCheck = 50 * time.Millisecond
-	code := r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
 		// Kill the session that holds cronkit.billing, as a server restart would.
 		var holder int64
 		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", "cronkit."+r.Job).Scan(&holder); err != nil {
@@ -390,7 +390,7 @@ func TestLostLockCancelsTheRun(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			return nil, errors.New("run was not cancelled")
 		}
-	})
+	}))
 	if code != ExitFailed {
 		t.Fatalf("code = %d, want 1", code)
 	}

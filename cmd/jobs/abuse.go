@@ -100,13 +100,10 @@ type abuseFlags struct {
 	machine      string
 }
 
-// defaultDisposableDomains is where ops keep the community blocklist (refreshed by
-// them, not shipped in the binary).
-const defaultDisposableDomains = "/etc/cronkit/disposable_email_blocklist.conf"
-
 func (f *abuseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policy, "policy", "", "policy file (TOML), layered on the shipped defaults")
-	fs.StringVar(&f.disposable, "disposable-domains", defaultDisposableDomains, "disposable email domain list, one domain a line (needed while the disposable_email signal has a weight)")
+	fs.StringVar(&f.disposable, "disposable-domains", "", "disposable email domain list, one domain a line (default: the built-in snapshot of "+
+		abuse.DisposableDomainsSnapshot+"; for a fresher one download "+abuse.DisposableDomainsSource+" and name it here)")
 	fs.StringVar(&f.csURL, "cloudstack-url", "", "CloudStack API endpoint, e.g. https://cloud.example.com/client/api")
 	fs.StringVar(&f.csKey, "cloudstack-api-key", "", "CloudStack API key")
 	fs.StringVar(&f.csSecret, "cloudstack-secret-key", "", "CloudStack secret key")
@@ -159,6 +156,9 @@ func (f *abuseFlags) loadPolicy() (abuse.Policy, error) {
 func (f *abuseFlags) loadList(p abuse.Policy) (*abuse.DomainList, error) {
 	if p.FreeCredit.DisposableEmail.Weight == 0 {
 		return nil, nil
+	}
+	if f.disposable == "" {
+		return abuse.BuiltinDomainList()
 	}
 	file, err := os.Open(f.disposable)
 	if err != nil {

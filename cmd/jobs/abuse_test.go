@@ -24,8 +24,6 @@ import (
 const (
 	abuseAPIKey    = "abuse-cmd-test-key"
 	abuseSecretKey = "abuse-cmd-test-secret"
-	// The community list, kept outside the repository (shared/reference/README.md).
-	abuseBlocklist = "../../../shared/reference/disposable-email-domains/disposable_email_blocklist.conf"
 )
 
 // abuseT0 is the due date of the late payer's invoice; the scenario's days count
@@ -137,7 +135,6 @@ func (w *abuseWorld) env(dsn string) map[string]string {
 		"CRONKIT_SMTP_PORT":             strconv.Itoa(w.sink.Port()),
 		"CRONKIT_SMTP_TLS":              "none",
 		"CRONKIT_MAIL_FROM":             "Billing <billing@cloud.example>",
-		"CRONKIT_DISPOSABLE_DOMAINS":    abuseBlocklist,
 		"CRONKIT_LOG_FORMAT":            "json",
 		"CRONKIT_OPERATOR":              "alice",
 	}

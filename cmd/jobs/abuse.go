@@ -101,13 +101,10 @@ type abuseFlags struct {
 	machine     string
 }
 
-// defaultDisposableDomains is where ops keep the community blocklist (refreshed by
-// them, not shipped in the binary).
-const defaultDisposableDomains = "/etc/cronkit/disposable_email_blocklist.conf"
-
 func (f *abuseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policy, "policy", "", "policy file (TOML), layered on the shipped defaults")
-	fs.StringVar(&f.disposable, "disposable-domains", defaultDisposableDomains, "disposable email domain list, one domain a line (needed while the disposable_email signal has a weight)")
+	fs.StringVar(&f.disposable, "disposable-domains", "", "disposable email domain list, one domain a line (default: the built-in snapshot of "+
+		abuse.DisposableDomainsSnapshot+"; for a fresher one download "+abuse.DisposableDomainsSource+" and name it here)")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "orchestrator calls in flight at most")
 	fs.Float64Var(&f.rate, "rate", 10, "orchestrator calls per second at most (0: no limit)")
 	fs.BoolVar(&f.expunge, "expunge", false, "terminations expunge VMs at once instead of leaving them to CloudStack's expunge delay")
@@ -134,6 +131,9 @@ func (f *abuseFlags) loadPolicy() (abuse.Policy, error) {
 func (f *abuseFlags) loadList(p abuse.Policy) (*abuse.DomainList, error) {
 	if p.FreeCredit.DisposableEmail.Weight == 0 {
 		return nil, nil
+	}
+	if f.disposable == "" {
+		return abuse.BuiltinDomainList()
 	}
 	file, err := os.Open(f.disposable)
 	if err != nil {

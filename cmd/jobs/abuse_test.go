@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cronkit/cronkit/lib/golden"
 	"github.com/cronkit/cronkit/lib/mail/mailsink"
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
@@ -24,8 +24,6 @@ import (
 const (
 	abuseAPIKey    = "abuse-cmd-test-key"
 	abuseSecretKey = "abuse-cmd-test-secret"
-	// The community list, kept outside the repository (shared/reference/README.md).
-	abuseBlocklist = "../../../shared/reference/disposable-email-domains/disposable_email_blocklist.conf"
 )
 
 // abuseT0 is the due date of the late payer's invoice; the scenario's days count
@@ -137,7 +135,6 @@ func (w *abuseWorld) env(dsn string) map[string]string {
 		"CRONKIT_SMTP_PORT":             strconv.Itoa(w.sink.Port()),
 		"CRONKIT_SMTP_TLS":              "none",
 		"CRONKIT_MAIL_FROM":             "Billing <billing@cloud.example>",
-		"CRONKIT_DISPOSABLE_DOMAINS":    abuseBlocklist,
 		"CRONKIT_LOG_FORMAT":            "json",
 		"CRONKIT_OPERATOR":              "alice",
 	}
@@ -165,42 +162,13 @@ func (w *abuseWorld) transitions(t *testing.T, account int64) string {
 	return strings.Join(w.list(t, `SELECT CONCAT(from_state, '->', to_state) FROM abuse_transitions WHERE account_id = ? ORDER BY id`, account), " ")
 }
 
-// updateGolden: `go test -update` (if a test of this package defines it) or
-// CRONKIT_UPDATE_GOLDEN=1 rewrites the golden files.
-func updateGolden() bool {
-	if f := flag.Lookup("update"); f != nil && f.Value.String() == "true" {
-		return true
-	}
-	return os.Getenv("CRONKIT_UPDATE_GOLDEN") == "1"
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if updateGolden() {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("golden %s: %v (CRONKIT_UPDATE_GOLDEN=1 writes it)", path, err)
-	}
-	if string(want) != got {
-		t.Errorf("output differs from %s (CRONKIT_UPDATE_GOLDEN=1 rewrites it)\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
-	}
-}
-
 func TestAbuseGraphGolden(t *testing.T) {
 	for _, format := range []string{"mermaid", "dot"} {
 		code, out, errOut := jobs(t, nil, "abuse", "graph", "--format", format)
 		if code != 0 {
 			t.Fatalf("graph %s: %d %s", format, code, errOut)
 		}
-		golden(t, "abuse_graph."+format+".golden", out)
+		golden.Check(t, "abuse_graph."+format+".golden", []byte(out))
 	}
 	if code, _, errOut := jobs(t, nil, "abuse", "graph", "--format", "png"); code != 2 || !strings.Contains(errOut, `"png"`) {
 		t.Fatalf("bad format: %d %q", code, errOut)
@@ -231,7 +199,7 @@ func TestAbuseDryRunGolden(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, out, errOut)
 	}
-	golden(t, "abuse_dry_run.golden", runIDPattern.ReplaceAllString(out, "<run-id>"))
+	golden.Check(t, "abuse_dry_run.golden", []byte(runIDPattern.ReplaceAllString(out, "<run-id>")))
 
 	if c := w.fake.Counters(); c != before {
 		t.Fatalf("dry run changed the orchestrator: %+v -> %+v", before, c)

@@ -52,8 +52,7 @@ func TestJobsKeepSecretsOutOfLogsAndReports(t *testing.T) {
 
 	code, out, errOut = jobs(t, env, "abuse", "--cloudstack-url", cs.URL+"/client/api", "--cloudstack-api-key", csKey,
 		"--cloudstack-secret-key", csSecret, "--smtp-host", "127.0.0.1", "--smtp-port", "1", "--smtp-username", "u",
-		"--smtp-password", smtpPass, "--mail-from", "billing@example.com",
-		"--disposable-domains", "../../../shared/reference/disposable-email-domains/disposable_email_blocklist.conf")
+		"--smtp-password", smtpPass, "--mail-from", "billing@example.com")
 	if code == 0 {
 		t.Fatalf("abuse against a failing orchestrator exited 0:\n%s\n%s", out, errOut)
 	}

@@ -2,15 +2,31 @@ package abuse
 
 import (
 	"bufio"
+	"bytes"
+	_ "embed" // the built-in domain list
 	"fmt"
 	"io"
 	"net/mail"
 	"strings"
 )
 
+// DisposableDomainsSnapshot is the date of the built-in domain list, a copy of the
+// community list (see disposable_domains.README.md), shown in `jobs abuse --help` so
+// ops can tell how old it is.
+const DisposableDomainsSnapshot = "2026-11-30"
+
+// DisposableDomainsSource is where a fresher copy of the community list is downloaded
+// from, for --disposable-domains.
+const DisposableDomainsSource = "https://raw.githubusercontent.com/disposable-email-domains/disposable-email-domains/main/disposable_email_blocklist.conf"
+
+// builtinDomains is the community list as of DisposableDomainsSnapshot (CC0).
+//
+//go:embed disposable_domains.txt
+var builtinDomains []byte
+
 // DomainList is a disposable-email domain list (one domain a line, "#" comments), such
-// as the community disposable_email_blocklist.conf. Ops refresh the file; the job
-// reads it at start.
+// as the community disposable_email_blocklist.conf. The binary carries a dated
+// snapshot (BuiltinDomainList); ops may point the job at a fresher file instead.
 type DomainList struct {
 	domains map[string]struct{}
 }
@@ -34,6 +50,16 @@ func ParseDomainList(r io.Reader) (*DomainList, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("disposable domain list: %w", err)
+	}
+	return l, nil
+}
+
+// BuiltinDomainList is the list embedded in the binary, so a fresh install runs
+// without downloading one. It is parsed on each call: callers keep the result.
+func BuiltinDomainList() (*DomainList, error) {
+	l, err := ParseDomainList(bytes.NewReader(builtinDomains))
+	if err != nil {
+		return nil, fmt.Errorf("built-in %w", err)
 	}
 	return l, nil
 }

@@ -6,16 +6,10 @@ import (
 	"testing"
 )
 
-// The community list, kept outside the repository (see shared/reference/README.md).
-const referenceBlocklist = "../../../shared/reference/disposable-email-domains/disposable_email_blocklist.conf"
-
-func TestDisposableDomainsFromTheReferenceList(t *testing.T) {
-	f, err := os.Open(referenceBlocklist)
-	if err != nil {
-		t.Fatalf("reference list: %v", err)
-	}
-	defer f.Close()
-	l, err := ParseDomainList(f)
+// The built-in snapshot of the community list parses and matches the way the job
+// needs: subdomains up to the second level, case and display names ignored.
+func TestBuiltinDomainList(t *testing.T) {
+	l, err := BuiltinDomainList()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +29,24 @@ func TestDisposableDomainsFromTheReferenceList(t *testing.T) {
 		if got := l.Match(tc.email); got != tc.want {
 			t.Errorf("Match(%q) = %q, want %q", tc.email, got, tc.want)
 		}
+	}
+}
+
+// The snapshot is dated and sourced where people look: the constant (shown in --help)
+// and the README beside the file, with the licence next to it.
+func TestBuiltinDomainListIsDated(t *testing.T) {
+	readme, err := os.ReadFile("disposable_domains.README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "taken "+DisposableDomainsSnapshot) {
+		t.Errorf("disposable_domains.README.md does not give the snapshot date %s", DisposableDomainsSnapshot)
+	}
+	if !strings.Contains(string(readme), DisposableDomainsSource) {
+		t.Errorf("disposable_domains.README.md does not give the download address %s", DisposableDomainsSource)
+	}
+	if _, err := os.Stat("disposable_domains.LICENSE"); err != nil {
+		t.Errorf("the list's licence is not beside it: %v", err)
 	}
 }
 

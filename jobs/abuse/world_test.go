@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"net/http/httptest"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -66,12 +65,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.outbox = &mail.Outbox{DB: w.db.DB, Now: func() time.Time { return w.now }}
-	f, err := os.Open(referenceBlocklist)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if w.list, err = ParseDomainList(f); err != nil {
+	if w.list, err = BuiltinDomainList(); err != nil {
 		t.Fatal(err)
 	}
 	return w

@@ -3,38 +3,12 @@ package billing
 import (
 	"bytes"
 	"context"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cronkit/cronkit/lib/golden"
 	"github.com/cronkit/cronkit/lib/mysql"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-// golden compares got with testdata/name, or rewrites it under -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 // TestDryRunReportGolden pins the plan of a whole run, at a fixed clock, as ops read
 // it: new hours to rate, late usage, an unpriced product, a month to close with
@@ -71,8 +45,8 @@ func TestDryRunReportGolden(t *testing.T) {
 	if err := rep.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "dry_run.txt.golden", text.Bytes())
-	golden(t, "dry_run.json.golden", js.Bytes())
+	golden.Check(t, "dry_run.txt.golden", text.Bytes())
+	golden.Check(t, "dry_run.json.golden", js.Bytes())
 }
 
 // TestShowInvoiceGolden pins `jobs billing show-invoice` for an invoice with usage,
@@ -116,8 +90,8 @@ func TestShowInvoiceGolden(t *testing.T) {
 	if err := inv.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "show_invoice.txt.golden", text.Bytes())
-	golden(t, "show_invoice.json.golden", js.Bytes())
+	golden.Check(t, "show_invoice.txt.golden", text.Bytes())
+	golden.Check(t, "show_invoice.json.golden", js.Bytes())
 
 	// Account 1's invoice, with three credits, for the credit section.
 	if err := db.QueryRow(`SELECT id FROM invoices WHERE account_id = 1`).Scan(&id); err != nil {
@@ -130,5 +104,5 @@ func TestShowInvoiceGolden(t *testing.T) {
 	if err := inv.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "show_invoice_credits.txt.golden", text.Bytes())
+	golden.Check(t, "show_invoice_credits.txt.golden", text.Bytes())
 }

@@ -6,15 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"github.com/cronkit/cronkit/lib/golden"
+)
 
 // fakeValidate stands in for the binary's validation: it knows the subcommands
 // billing and abuse and parses their flags with a real flag set.
@@ -204,7 +202,7 @@ func TestCheckNextRunsAcrossDST(t *testing.T) {
 	}
 }
 
-// The text report is pinned by a golden file; `go test -update` rewrites it.
+// The text report is pinned by a golden file (CRONKIT_UPDATE_GOLDEN=1 rewrites it).
 func TestCheckReportWriteText(t *testing.T) {
 	entries := slices.Concat(
 		mustCrontab(t, "MAILTO=\"\"\nCRON_TZ=UTC\n5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m --metrics-file '/var/lib/a b.prom'\n*/15 * * * * cronkit /usr/local/bin/jobs abuse\n"),
@@ -221,17 +219,5 @@ func TestCheckReportWriteText(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "check.golden")
-	if *update {
-		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(buf.Bytes(), want) {
-		t.Errorf("report differs from %s (go test -update rewrites it):\n%s", golden, buf.String())
-	}
+	golden.Check(t, "check.golden", buf.Bytes())
 }

@@ -28,14 +28,15 @@ func Migrations() fs.FS {
 }
 
 // Migrate applies ("up"), reverts one ("down") or lists ("status") migrations and
-// writes one line per migration to w. It holds the named lock cronkit.migrate so two
-// deploys never migrate at once.
+// writes one line per migration to w. It holds the lock of the job "migrate"
+// (cronkit.<schema>.migrate, see LockName) so two deploys never migrate one database
+// at once.
 func Migrate(ctx context.Context, db *sql.DB, command string, w io.Writer) error {
 	p, err := goose.NewProvider(goose.DialectMySQL, db, Migrations())
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	lock, err := AcquireLock(ctx, db, "cronkit.migrate", 60*time.Second)
+	lock, err := AcquireJobLock(ctx, db, "migrate", 60*time.Second)
 	if err != nil {
 		return err
 	}

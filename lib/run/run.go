@@ -156,7 +156,7 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 	var lock *mysql.Lock
 	if !r.DryRun {
 		var err error
-		lock, err = mysql.AcquireLock(ctx, db, "cronkit."+r.Job, r.LockWait)
+		lock, err = mysql.AcquireJobLock(ctx, db, r.Job, r.LockWait)
 		if errors.Is(err, mysql.ErrLocked) {
 			log.Warn().Dur("lock_wait", r.LockWait).Msg("another run holds the lock; exiting")
 			return Logged(err)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cronkit/cronkit/lib/mysql"
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 )
 
@@ -376,9 +377,9 @@ func TestLostLockCancelsTheRun(t *testing.T) {
 	r := newRunner("billing", &o, &e)
 	r.LockCheck = 50 * time.Millisecond
 	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
-		// Kill the session that holds cronkit.billing, as a server restart would.
+		// Kill the session that holds the job's lock, as a server restart would.
 		var holder int64
-		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", "cronkit."+r.Job).Scan(&holder); err != nil {
+		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", mysql.LockName(db.Name, r.Job)).Scan(&holder); err != nil {
 			return nil, err
 		}
 		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", holder)); err != nil {

@@ -2,7 +2,7 @@
 // tests and `jobs demo`: it verifies signed requests exactly as CloudStack does, pages
 // lists, runs stop/start/destroy/disable as async jobs polled with
 // queryAsyncJobResult, and answers in the JSON shapes CloudStack's simulator recorded
-// (shared/reference/cloudstack). It covers only the commands cronkit uses.
+// (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses.
 //
 // Fault injection (FailNext, FailAsyncNext, SetLatency) lets tests drive the error and
 // timeout paths, and counters (Counters, Calls) let them assert how many actions a

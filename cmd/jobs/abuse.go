@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cronkit/cronkit/jobs/abuse"
-	"github.com/cronkit/cronkit/lib/mail"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -48,23 +47,22 @@ func abuseCommand() *command {
 				if err != nil {
 					return err
 				}
-				j, err := f.job(k.run)
+				cfg, policy, list, err := f.config(k.run)
 				if err != nil {
 					return err
 				}
-				if j.Orchestrator, err = cs.client(k.run.dryRun); err != nil {
+				orch, err := cs.client(k.run.dryRun)
+				if err != nil {
 					return err
 				}
-				if j.Sender, j.Config.MailFrom, err = mf.sender(k.run.dryRun); err != nil {
+				sender, from, err := mf.sender(k.run.dryRun)
+				if err != nil {
 					return err
 				}
-				j.Now = now
+				cfg.MailFrom = from
 				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
-					j.DB = db
-					j.Outbox = &mail.Outbox{DB: db, Now: now}
-					if k.run.dryRun {
-						j.Outbox = mail.NewDryRunOutbox(j.Outbox.(*mail.Outbox))
-					}
+					j := &abuse.Job{DB: db, Orchestrator: orch, Outbox: mf.outbox(db, now, k.run.dryRun), Sender: sender,
+						Policy: policy, Disposable: list, Config: cfg, Now: now}
 					return j.Run(ctx)
 				})
 			}
@@ -159,26 +157,21 @@ func (f *abuseFlags) runOnly() error {
 	return nil
 }
 
-// job checks abuse's own flags and builds the run's job; the kit's groups add its
-// clock, orchestrator, sender and (once open) database.
-func (f *abuseFlags) job(o runFlags) (*abuse.Job, error) {
+// config checks abuse's own flags and reads its policy and domain list.
+func (f *abuseFlags) config(o runFlags) (abuse.Config, abuse.Policy, *abuse.DomainList, error) {
+	cfg := abuse.Config{DryRun: o.dryRun, Account: o.account, Concurrency: f.concurrency, Rate: f.rate, Expunge: f.expunge}
 	if f.concurrency < 1 {
-		return nil, run.Usagef("--concurrency must be at least 1")
+		return cfg, abuse.Policy{}, nil, run.Usagef("--concurrency must be at least 1")
 	}
 	if f.rate < 0 {
-		return nil, run.Usagef("--rate must not be negative")
+		return cfg, abuse.Policy{}, nil, run.Usagef("--rate must not be negative")
 	}
 	p, err := f.loadPolicy()
 	if err != nil {
-		return nil, err
+		return cfg, p, nil, err
 	}
 	list, err := f.loadList(p)
-	if err != nil {
-		return nil, err
-	}
-	return &abuse.Job{Policy: p, Disposable: list,
-		Config: abuse.Config{DryRun: o.dryRun, Account: o.account, Concurrency: f.concurrency, Rate: f.rate,
-			Expunge: f.expunge}}, nil
+	return cfg, p, list, err
 }
 
 // abuseOperator names the person behind an operator command.
@@ -227,8 +220,7 @@ func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFla
 	}
 	defer db.Close()
 	id, _ := strconv.ParseInt(arg, 10, 64) // checked by checkArgs
-	j := &abuse.Job{DB: db, Outbox: &mail.Outbox{DB: db, Now: now}, Policy: p, Now: now,
-		Config: abuse.Config{MailFrom: from}}
+	j := &abuse.Job{DB: db, Outbox: mf.outbox(db, now, false), Policy: p, Now: now, Config: abuse.Config{MailFrom: from}}
 	res, err := j.Operate(ctx, op, id, actor, f.reason)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"flag"
 	"net/http"
 	"time"
@@ -146,4 +147,20 @@ func (g *mailFlags) sender(dryRun bool) (mail.MessageSender, string, error) {
 		return nil, "", run.Usagef("--smtp-host: %v", err)
 	}
 	return s, g.from, nil
+}
+
+// mailbox is what the group builds for a job's outbox: the MySQL outbox, or in a dry
+// run its stand-in, which refuses to queue or deliver.
+type mailbox interface {
+	Enqueue(ctx context.Context, tx *sql.Tx, key string, msg mail.Message) (bool, error)
+	Deliver(ctx context.Context, sender mail.MessageSender, limit int) (mail.DeliveryReport, error)
+}
+
+// outbox builds the job's outbox on db, with the job's clock.
+func (g *mailFlags) outbox(db *sql.DB, now func() time.Time, dryRun bool) mailbox {
+	o := &mail.Outbox{DB: db, Now: now}
+	if dryRun {
+		return mail.NewDryRunOutbox(o)
+	}
+	return o
 }

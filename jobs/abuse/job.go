@@ -137,11 +137,14 @@ func (j *Job) check(forRun bool) error {
 	if j.Outbox == nil {
 		return errors.New("abuse: no mail outbox")
 	}
-	if j.Config.MailFrom == "" {
+	switch {
+	case j.Config.MailFrom != "":
+		if err := (mail.Message{From: j.Config.MailFrom, To: "x@example.com", Subject: "x", Text: "x"}).Validate(); err != nil {
+			return run.Usagef("abuse: --mail-from %q is not an email address", j.Config.MailFrom)
+		}
+	case !j.Config.DryRun:
+		// A dry run sends nothing, so only a real run needs a sender address.
 		return run.Usagef("abuse: no sender address for notices: set --mail-from")
-	}
-	if err := (mail.Message{From: j.Config.MailFrom, To: "x@example.com", Subject: "x", Text: "x"}).Validate(); err != nil {
-		return run.Usagef("abuse: --mail-from %q is not an email address", j.Config.MailFrom)
 	}
 	if forRun && j.Policy.FreeCredit.DisposableEmail.Weight > 0 && j.Disposable == nil {
 		return run.Usagef("abuse: the disposable_email signal is on but no domain list was loaded (--disposable-domains)")

@@ -424,7 +424,7 @@ func TestRateDryRunPlansTheRealRunWithSelectOnly(t *testing.T) {
 		t.Fatalf("counts differ:\nplan %v\nreal %v", plan.Counts, real.Counts)
 	}
 	for i := range plan.Actions {
-		if plan.Actions[i] != real.Actions[i] {
+		if !reflect.DeepEqual(plan.Actions[i], real.Actions[i]) {
 			t.Errorf("action %d: plan %+v, real %+v", i, plan.Actions[i], real.Actions[i])
 		}
 	}

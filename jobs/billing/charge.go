@@ -411,7 +411,7 @@ func (ch *charger) attempt(ctx context.Context, a *attempt) error {
 	if out.problem != "" {
 		ch.rep.Problem(out.problem, a.subject(), a.plan()+": "+out.detail, a.fields(out.fields...)...)
 	}
-	log.Info().Str("outcome", res.Outcome.String()).Str("payment_intent", res.PaymentIntentID).
+	log.WithLevel(run.ItemLevel(ctx)).Str("outcome", res.Outcome.String()).Str("payment_intent", res.PaymentIntentID).
 		Str("decline_code", res.DeclineCode).Bool("replayed", res.Replayed).Msg("charge recorded")
 	return nil
 }

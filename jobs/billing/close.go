@@ -130,6 +130,7 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 		return false, fmt.Errorf("close %s: list accounts: %w", label, err)
 	}
 	progress := run.ProgressFrom(ctx)
+	progress.Step("closing "+label, 0, int64(len(accounts)))
 	for i, acct := range accounts {
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("close %s stopped before account %d: %w", label, acct, cause(ctx))
@@ -139,6 +140,7 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 		}
 		progress.Step("closing "+label, int64(i+1), int64(len(accounts)))
 	}
+	log.Info().Int("accounts", len(accounts)).Msg("month closed")
 	return true, nil
 }
 
@@ -237,7 +239,7 @@ func (c *closer) closeAccount(ctx context.Context, acct int64, m time.Time) erro
 	c.count(p)
 	c.rep.Act("invoice", subject, p.String(c.now, c.j.Config.NetDays)+fmt.Sprintf("; invoice %d", id),
 		append([]run.Field{run.Int("invoice_id", id)}, p.fields(c.now, c.j.Config.NetDays)...)...)
-	log.Info().Int64("invoice_id", id).Int64("total_minor", p.totalMinor).Str("currency", p.currency).
+	log.WithLevel(run.ItemLevel(ctx)).Int64("invoice_id", id).Int64("total_minor", p.totalMinor).Str("currency", p.currency).
 		Str("credit_applied", p.creditApplied.String()).Msg("invoice opened")
 	return nil
 }

@@ -176,10 +176,12 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 	}
 	total := int64(cutoff.Sub(start) / time.Hour)
 	progress := run.ProgressFrom(ctx)
+	progress.Step("rating hours", 0, total)
 	from := "none"
 	if r.st.watermark.Valid {
 		from = fmtHour(r.st.watermark.Time)
 	}
+	var hours, charges, unrated int64
 	h := start
 	for {
 		if ctx.Err() != nil {
@@ -205,11 +207,12 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 		r.rep.Count("hours_rated", 1)
 		r.rep.Count("charges_rated", stats.rated)
 		r.rep.Count("charges_unrated", stats.unratedTotal())
+		hours, charges, unrated = hours+1, charges+stats.rated+stats.unratedTotal(), unrated+stats.unratedTotal()
 		msg := "hour rated"
 		if r.plan != nil {
 			msg = "hour planned"
 		}
-		r.log.Info().Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
+		r.log.WithLevel(run.ItemLevel(ctx)).Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
 			Int64("unrated", stats.unratedTotal()).Msg(msg)
 		progress.Step("rating hours", int64(next.Sub(start)/time.Hour)+1, total)
 		h = next.Add(time.Hour)
@@ -229,6 +232,9 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 	}
 	r.rep.Act("watermark", "rating", fmt.Sprintf("%s -> %s", from, fmtHour(last)), wmFields...)
 	progress.Step("rating hours", total, total)
+	// The phase in one line: per-hour lines are debug on a terminal.
+	r.log.Info().Str("from", fmtHour(start)).Str("to", fmtHour(last)).Int64("hours", total).Int64("hours_with_usage", hours).
+		Int64("charges", charges).Int64("unrated", unrated).Msg("rating caught up")
 	return nil
 }
 
@@ -403,6 +409,7 @@ WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`, since, r.st.watermark.Time)
 		if err != nil {
 			return fmt.Errorf("late usage scan: %w", err)
 		}
+		run.ProgressFrom(ctx).Step("late usage hours", 0, int64(len(hours)))
 		for i, h := range hours {
 			if ctx.Err() != nil {
 				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(h), cause(ctx))
@@ -462,6 +469,7 @@ ORDER BY hour`, acct, wm, acct, wm)
 	if err != nil {
 		return fmt.Errorf("recompute account %d: %w", acct, err)
 	}
+	run.ProgressFrom(ctx).Step("recomputing hours", 0, int64(len(hours)))
 	for i, h := range hours {
 		if invoiced[monthStart(h)] {
 			continue
@@ -548,7 +556,7 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 					delete(r.plan, k)
 				}
 			}
-			zerolog.Ctx(ctx).Info().Int64("account_id", d.account).Str("product", d.product).
+			run.Item(ctx).Int64("account_id", d.account).Str("product", d.product).
 				Str("hour", fmtHour(h)).Str("reason", why).Str("change", d.change()).Msg("charge re-rated")
 		}
 		return writes, rows.Err()

@@ -137,7 +137,7 @@ func (p *Progress) start(what string, total int64) {
 			decor.CountersNoUnit("%d/%d", decor.WCSyncSpace),
 		),
 		mpb.AppendDecorators(
-			decor.Percentage(decor.WC{W: 5}),
+			decor.NewPercentage("%d", decor.WC{W: 5}),
 			decor.NewElapsed(decor.ET_STYLE_GO, start, decor.WC{W: 5}),
 			decor.Name(" eta "),
 			decor.NewAverageETA(decor.ET_STYLE_GO, start, nil),

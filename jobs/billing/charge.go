@@ -65,6 +65,18 @@ type attempt struct {
 
 func (a *attempt) subject() string { return fmt.Sprintf("invoice %d", a.invoiceID) }
 
+// fields are the report fields of the attempt, then more (its outcome).
+func (a *attempt) fields(more ...run.Field) []run.Field {
+	f := []run.Field{run.Int("invoice_id", a.invoiceID), run.Int("account_id", a.account),
+		run.Int("attempt", int64(a.n)), run.Str("idempotency_key", a.key)}
+	f = append(f, run.Money("amount", minorDecimal(a.amountMinor, a.currency), a.currency)...)
+	f = append(f, run.Int("amount_minor", a.amountMinor))
+	if a.replay {
+		f = append(f, run.Bool("replay", true))
+	}
+	return append(f, more...)
+}
+
 // plan is the part of the report line a dry run shows too.
 func (a *attempt) plan() string {
 	s := fmt.Sprintf("account %d %s, attempt %d, key %s", a.account, FormatMinor(a.amountMinor, a.currency), a.n, a.key)
@@ -154,8 +166,12 @@ WHERE id = ? AND collection IN ('pending', 'retrying')`, i.id); err != nil {
 			}
 		}
 		ch.rep.Count("invoices_no_payment_method", 1)
+		fields := []run.Field{run.Int("invoice_id", i.id), run.Int("account_id", i.account)}
+		fields = append(fields, run.Money("amount", minorDecimal(i.total, i.currency), i.currency)...)
+		fields = append(fields, run.Int("amount_minor", i.total), run.Str("collection", "no_payment_method"))
 		ch.rep.Problem("no_payment_method", fmt.Sprintf("invoice %d", i.id),
-			fmt.Sprintf("account %d has no Stripe customer; %s left open until one is set", i.account, FormatMinor(i.total, i.currency)))
+			fmt.Sprintf("account %d has no Stripe customer; %s left open until one is set", i.account, FormatMinor(i.total, i.currency)),
+			fields...)
 	}
 	return nil
 }
@@ -163,7 +179,7 @@ WHERE id = ? AND collection IN ('pending', 'retrying')`, i.id); err != nil {
 // reportProcessing reports attempts the provider accepted without settling: charging
 // again could charge twice, so they wait for reconciliation.
 func (ch *charger) reportProcessing(ctx context.Context) error {
-	q, args := ch.accountFilter(`SELECT invoice_id, attempt, provider_payment_id FROM payments
+	q, args := ch.accountFilter(`SELECT invoice_id, account_id, attempt, provider_payment_id FROM payments
 WHERE status = 'pending' AND provider_payment_id IS NOT NULL`, nil, "account_id")
 	rows, err := ch.j.DB.QueryContext(ctx, q+" ORDER BY id", args...)
 	if err != nil {
@@ -171,14 +187,16 @@ WHERE status = 'pending' AND provider_payment_id IS NOT NULL`, nil, "account_id"
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var inv int64
+		var inv, acct int64
 		var n int
 		var pi string
-		if err := rows.Scan(&inv, &n, &pi); err != nil {
+		if err := rows.Scan(&inv, &acct, &n, &pi); err != nil {
 			return fmt.Errorf("find processing payments: %w", err)
 		}
 		ch.rep.Problem("payment_processing", fmt.Sprintf("invoice %d", inv),
-			fmt.Sprintf("attempt %d (%s) is still processing at the provider; not charged again", n, pi))
+			fmt.Sprintf("attempt %d (%s) is still processing at the provider; not charged again", n, pi),
+			run.Int("invoice_id", inv), run.Int("account_id", acct), run.Int("attempt", int64(n)),
+			run.Str("status", "processing"), run.Str("payment_intent", pi))
 	}
 	return rows.Err()
 }
@@ -220,7 +238,8 @@ WHERE p.status = 'pending' AND p.provider_payment_id IS NULL`, nil, "p.account_i
 		if ch.now.Sub(a.createdAt) > idempotencyWindow {
 			ch.rep.Count("payments_unknown", 1)
 			ch.rep.Problem("payment_unknown", a.subject(), fmt.Sprintf("%s pending since %s, beyond the provider's idempotency window: check the provider, then settle the payment row by hand",
-				a.plan(), a.createdAt.UTC().Format(time.RFC3339)))
+				a.plan(), a.createdAt.UTC().Format(time.RFC3339)),
+				a.fields(run.Str("status", "unknown"), run.Time("pending_since", a.createdAt))...)
 			continue
 		}
 		if err := ch.attempt(ctx, a); err != nil {
@@ -271,7 +290,7 @@ WHERE i.status = 'open' AND i.total_minor > 0 AND i.collection IN ('pending', 'r
 			}
 			if ch.j.Config.DryRun {
 				ch.rep.Count("charge_attempts", 1)
-				ch.rep.Act("charge", a.subject(), a.plan())
+				ch.rep.Act("charge", a.subject(), a.plan(), a.fields()...)
 				continue
 			}
 			ok, err := ch.resolveCard(ctx, a)
@@ -286,7 +305,8 @@ WHERE i.status = 'open' AND i.total_minor > 0 AND i.collection IN ('pending', 'r
 				return err
 			}
 			if !ok {
-				ch.rep.Problem("charge_skipped", a.subject(), "the invoice changed while its attempt was being written; left for the next run")
+				ch.rep.Problem("charge_skipped", a.subject(), "the invoice changed while its attempt was being written; left for the next run",
+					a.fields()...)
 				continue
 			}
 			if err := ch.attempt(ctx, a); err != nil {
@@ -320,10 +340,12 @@ func (ch *charger) resolveCard(ctx context.Context, a *attempt) (bool, error) {
 			return false, fmt.Errorf("park invoice %d: %w", a.invoiceID, uerr)
 		}
 		ch.rep.Count("payments_failed", 1)
-		ch.rep.Problem("charge_refused", a.subject(), fmt.Sprintf("%s: %v; collection set to failed for ops", a.plan(), err))
+		ch.rep.Problem("charge_refused", a.subject(), fmt.Sprintf("%s: %v; collection set to failed for ops", a.plan(), err),
+			a.fields(run.Str("status", "refused"), run.Str("decline_code", "resource_missing"), run.Str("collection", "failed"))...)
 		return false, nil
 	default:
-		ch.rep.Problem("customer_lookup_failed", a.subject(), fmt.Sprintf("%s: %v; nothing was charged, the next run tries again", a.plan(), err))
+		ch.rep.Problem("customer_lookup_failed", a.subject(), fmt.Sprintf("%s: %v; nothing was charged, the next run tries again", a.plan(), err),
+			a.fields()...)
 		return false, nil
 	}
 }
@@ -369,7 +391,7 @@ func (ch *charger) attempt(ctx context.Context, a *attempt) error {
 		Int("attempt", a.n).Str("idempotency_key", a.key).Logger()
 	ch.rep.Count("charge_attempts", 1)
 	if ch.j.Config.DryRun {
-		ch.rep.Act("charge", a.subject(), a.plan())
+		ch.rep.Act("charge", a.subject(), a.plan(), a.fields()...)
 		return nil
 	}
 	res, err := ch.j.Payments.Charge(log.WithContext(ctx), a.request())
@@ -382,14 +404,15 @@ func (ch *charger) attempt(ctx context.Context, a *attempt) error {
 	}
 	if res.AmountMinor != 0 && (res.AmountMinor != a.amountMinor || !sameCurrency(res.Currency, a.currency)) {
 		ch.rep.Problem("amount_mismatch", a.subject(), fmt.Sprintf("asked %s, the provider answered %d %s",
-			FormatMinor(a.amountMinor, a.currency), res.AmountMinor, res.Currency))
+			FormatMinor(a.amountMinor, a.currency), res.AmountMinor, res.Currency),
+			a.fields(run.Int("provider_amount_minor", res.AmountMinor), run.Str("provider_currency", res.Currency))...)
 	}
 	ch.rep.Count("payments_"+out.count, 1)
-	ch.rep.Act("charge", a.subject(), a.plan()+" -> "+out.detail)
+	ch.rep.Act("charge", a.subject(), a.plan()+" -> "+out.detail, a.fields(out.fields...)...)
 	if out.problem != "" {
-		ch.rep.Problem(out.problem, a.subject(), a.plan()+": "+out.detail)
+		ch.rep.Problem(out.problem, a.subject(), a.plan()+": "+out.detail, a.fields(out.fields...)...)
 	}
-	log.Info().Str("outcome", res.Outcome.String()).Str("payment_intent", res.PaymentIntentID).
+	log.WithLevel(run.ItemLevel(ctx)).Str("outcome", res.Outcome.String()).Str("payment_intent", res.PaymentIntentID).
 		Str("decline_code", res.DeclineCode).Bool("replayed", res.Replayed).Msg("charge recorded")
 	return nil
 }
@@ -419,7 +442,8 @@ func (ch *charger) failed(ctx context.Context, a *attempt, err error, log *zerol
 		return fmt.Errorf("charge invoice %d: %w", a.invoiceID, err)
 	case errors.Is(err, payment.ErrTemporary):
 		ch.rep.Count("payments_unknown", 1)
-		ch.rep.Problem("charge_unknown", a.subject(), fmt.Sprintf("%s: %v; the next run replays the same key", a.plan(), err))
+		ch.rep.Problem("charge_unknown", a.subject(), fmt.Sprintf("%s: %v; the next run replays the same key", a.plan(), err),
+			a.fields(run.Str("status", "unknown"))...)
 		log.Warn().Err(err).Msg("charge outcome unknown; will replay")
 		return nil
 	}
@@ -452,8 +476,9 @@ WHERE id = ? AND status = 'open'`, code, a.invoiceID)
 		return fmt.Errorf("record refused charge of invoice %d: %w", a.invoiceID, rerr)
 	}
 	ch.rep.Count("payments_failed", 1)
-	ch.rep.Act("charge", a.subject(), a.plan()+" -> refused ("+code+")")
-	ch.rep.Problem("charge_refused", a.subject(), fmt.Sprintf("%s: %v; collection set to failed for ops", a.plan(), err))
+	refused := a.fields(run.Str("status", "refused"), run.Str("decline_code", code), run.Str("collection", "failed"))
+	ch.rep.Act("charge", a.subject(), a.plan()+" -> refused ("+code+")", refused...)
+	ch.rep.Problem("charge_refused", a.subject(), fmt.Sprintf("%s: %v; collection set to failed for ops", a.plan(), err), refused...)
 	log.Error().Err(err).Msg("charge refused by the provider")
 	return nil
 }
@@ -463,6 +488,7 @@ type outcome struct {
 	count   string // suffix of the payments_* count
 	detail  string
 	problem string
+	fields  []run.Field // status, collection, payment_intent, decline_code, next_attempt_at
 }
 
 // recordOutcome stores the provider's answer to attempt a in one transaction: the
@@ -482,7 +508,8 @@ func (j *Job) recordOutcome(ctx context.Context, a *attempt, res payment.ChargeR
 	switch res.Outcome {
 	case payment.OutcomeSucceeded:
 		payStatus, decline = "succeeded", sql.NullString{}
-		out = outcome{count: "succeeded", detail: "succeeded " + res.PaymentIntentID}
+		out = outcome{count: "succeeded", detail: "succeeded " + res.PaymentIntentID, fields: []run.Field{
+			run.Str("status", "succeeded"), run.Str("collection", "succeeded"), run.Str("payment_intent", res.PaymentIntentID)}}
 		invoiceSQL = `UPDATE invoices SET status = 'paid', paid_at = ?, amount_paid_minor = ?, collection = 'succeeded',
   next_attempt_at = NULL, last_decline_code = NULL WHERE id = ? AND status = 'open'`
 		invoiceArgs = []any{now, a.amountMinor, a.invoiceID}
@@ -491,21 +518,28 @@ func (j *Job) recordOutcome(ctx context.Context, a *attempt, res payment.ChargeR
 		sched := j.retrySchedule()
 		if a.n <= len(sched) {
 			next := a.openedAt.Add(sched[a.n-1])
-			out = outcome{count: "soft_declined", detail: fmt.Sprintf("soft decline %s; next attempt %s", code, next.UTC().Format(time.RFC3339))}
+			out = outcome{count: "soft_declined", detail: fmt.Sprintf("soft decline %s; next attempt %s", code, next.UTC().Format(time.RFC3339)),
+				fields: []run.Field{run.Str("status", "soft_declined"), run.Str("collection", "retrying"),
+					run.Str("payment_intent", res.PaymentIntentID), run.Str("decline_code", code), run.Time("next_attempt_at", next)}}
 			invoiceSQL = `UPDATE invoices SET collection = 'retrying', next_attempt_at = ?, last_decline_code = ? WHERE id = ? AND status = 'open'`
 			invoiceArgs = []any{next, decline, a.invoiceID}
 		} else {
-			out = outcome{count: "soft_declined", detail: fmt.Sprintf("soft decline %s; retries exhausted, left to dunning", code)}
+			out = outcome{count: "soft_declined", detail: fmt.Sprintf("soft decline %s; retries exhausted, left to dunning", code),
+				fields: []run.Field{run.Str("status", "soft_declined"), run.Str("collection", "exhausted"),
+					run.Str("payment_intent", res.PaymentIntentID), run.Str("decline_code", code)}}
 			invoiceSQL = `UPDATE invoices SET collection = 'exhausted', next_attempt_at = NULL, last_decline_code = ? WHERE id = ? AND status = 'open'`
 			invoiceArgs = []any{decline, a.invoiceID}
 		}
 	case payment.OutcomeHardDecline:
 		payStatus = "hard_declined"
-		out = outcome{count: "hard_declined", detail: fmt.Sprintf("hard decline %s; left to dunning", code)}
+		out = outcome{count: "hard_declined", detail: fmt.Sprintf("hard decline %s; left to dunning", code),
+			fields: []run.Field{run.Str("status", "hard_declined"), run.Str("collection", "hard_declined"),
+				run.Str("payment_intent", res.PaymentIntentID), run.Str("decline_code", code)}}
 		invoiceSQL = `UPDATE invoices SET collection = 'hard_declined', next_attempt_at = NULL, last_decline_code = ? WHERE id = ? AND status = 'open'`
 		invoiceArgs = []any{decline, a.invoiceID}
 	default: // OutcomePending: accepted, not settled; charging again could charge twice
-		out = outcome{count: "processing", detail: fmt.Sprintf("processing %s (%s)", res.PaymentIntentID, res.Status), problem: "payment_processing"}
+		out = outcome{count: "processing", detail: fmt.Sprintf("processing %s (%s)", res.PaymentIntentID, res.Status), problem: "payment_processing",
+			fields: []run.Field{run.Str("status", "processing"), run.Str("payment_intent", res.PaymentIntentID)}}
 		_, err := j.DB.ExecContext(ctx, `UPDATE payments SET provider_payment_id = ?, updated_at = ? WHERE id = ? AND status = 'pending'`,
 			pi, now, a.paymentID)
 		if err != nil {

@@ -94,7 +94,12 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 			wm = fmtHour(c.wm.Time)
 		}
 		if explicit {
-			c.rep.Problem("month_not_rated", "period "+label, "rating has reached "+wm+"; close the month once it is rated to its end")
+			fields := []run.Field{run.Str("period", label)}
+			if c.wm.Valid {
+				fields = append(fields, run.Time("watermark", c.wm.Time))
+			}
+			c.rep.Problem("month_not_rated", "period "+label, "rating has reached "+wm+"; close the month once it is rated to its end",
+				fields...)
 		} else {
 			c.rep.Count("months_waiting", 1)
 			log.Info().Str("watermark", wm).Msg("month not fully rated yet; closing it later")
@@ -125,6 +130,7 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 		return false, fmt.Errorf("close %s: list accounts: %w", label, err)
 	}
 	progress := run.ProgressFrom(ctx)
+	progress.Step("closing "+label, 0, int64(len(accounts)))
 	for i, acct := range accounts {
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("close %s stopped before account %d: %w", label, acct, cause(ctx))
@@ -134,6 +140,7 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 		}
 		progress.Step("closing "+label, int64(i+1), int64(len(accounts)))
 	}
+	log.Info().Int("accounts", len(accounts)).Msg("month closed")
 	return true, nil
 }
 
@@ -176,6 +183,20 @@ func (p *invoicePlan) String(now time.Time, netDays int) string {
 	return b.String()
 }
 
+// fields are the report fields of the invoice: the total as amount, the subtotal and
+// credit before rounding, and the state it is opened in.
+func (p *invoicePlan) fields(now time.Time, netDays int) []run.Field {
+	status := "open"
+	if p.totalMinor == 0 {
+		status = "paid"
+	}
+	f := []run.Field{run.Int("account_id", p.account), run.Str("period", p.period.Format("2006-01"))}
+	f = append(f, run.Money("amount", minorDecimal(p.totalMinor, p.currency), p.currency)...)
+	return append(f, run.Str("subtotal", p.subtotal.String()), run.Str("credit_applied", p.creditApplied.String()),
+		run.Int("lines", int64(len(p.lines)+len(p.credits))), run.Str("status", status),
+		run.Time("due_at", now.AddDate(0, 0, netDays)))
+}
+
 // errSkip marks an account whose invoice cannot be made; the problem is reported.
 var errSkip = errors.New("invoice skipped")
 
@@ -196,7 +217,7 @@ func (c *closer) closeAccount(ctx context.Context, acct int64, m time.Time) erro
 			c.planned[u.id] += u.amount
 		}
 		c.count(p)
-		c.rep.Act("invoice", subject, p.String(c.now, c.j.Config.NetDays))
+		c.rep.Act("invoice", subject, p.String(c.now, c.j.Config.NetDays), p.fields(c.now, c.j.Config.NetDays)...)
 		return nil
 	}
 	var p *invoicePlan
@@ -216,8 +237,9 @@ func (c *closer) closeAccount(ctx context.Context, acct int64, m time.Time) erro
 		return fmt.Errorf("close invoice for %s: %w", subject, err)
 	}
 	c.count(p)
-	c.rep.Act("invoice", subject, p.String(c.now, c.j.Config.NetDays)+fmt.Sprintf("; invoice %d", id))
-	log.Info().Int64("invoice_id", id).Int64("total_minor", p.totalMinor).Str("currency", p.currency).
+	c.rep.Act("invoice", subject, p.String(c.now, c.j.Config.NetDays)+fmt.Sprintf("; invoice %d", id),
+		append([]run.Field{run.Int("invoice_id", id)}, p.fields(c.now, c.j.Config.NetDays)...)...)
+	log.WithLevel(run.ItemLevel(ctx)).Int64("invoice_id", id).Int64("total_minor", p.totalMinor).Str("currency", p.currency).
 		Str("credit_applied", p.creditApplied.String()).Msg("invoice opened")
 	return nil
 }
@@ -234,13 +256,17 @@ func (c *closer) count(p *invoicePlan) {
 // errSkip, with a problem reported, when the account's month cannot be invoiced.
 func (c *closer) plan(ctx context.Context, q queryer, acct int64, m time.Time, subject string) (*invoicePlan, error) {
 	end := m.AddDate(0, 1, 0)
+	at := func(more ...run.Field) []run.Field {
+		return append([]run.Field{run.Int("account_id", acct), run.Str("period", m.Format("2006-01"))}, more...)
+	}
 	var existing int64
 	err := q.QueryRowContext(ctx, `SELECT id FROM invoices WHERE account_id = ? AND period_start = ?`, acct, m).Scan(&existing)
 	switch {
 	case err == nil:
 		// Rating never writes into an invoiced month, so only a hand edit gets here.
 		c.rep.Problem("charges_after_close", subject,
-			fmt.Sprintf("invoice %d exists for this month, yet rated charges are not on it; they were left alone", existing))
+			fmt.Sprintf("invoice %d exists for this month, yet rated charges are not on it; they were left alone", existing),
+			at(run.Int("invoice_id", existing))...)
 		return nil, errSkip
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, err
@@ -279,15 +305,18 @@ GROUP BY product, currency ORDER BY product, currency`, acct, m, end)
 		return nil, err
 	}
 	if len(currencies) != 1 {
-		c.rep.Problem("mixed_currency", subject, fmt.Sprintf("charges in %d currencies; one invoice holds one", len(currencies)))
+		c.rep.Problem("mixed_currency", subject, fmt.Sprintf("charges in %d currencies; one invoice holds one", len(currencies)),
+			at(run.Int("currencies", int64(len(currencies))))...)
 		return nil, errSkip
 	}
 	if _, err := CurrencyExponent(p.currency); err != nil {
-		c.rep.Problem("unknown_currency", subject, fmt.Sprintf("%v: cannot round the invoice", err))
+		c.rep.Problem("unknown_currency", subject, fmt.Sprintf("%v: cannot round the invoice", err),
+			at(run.Str("currency", p.currency))...)
 		return nil, errSkip
 	}
 	if p.subtotal < 0 {
-		c.rep.Problem("negative_total", subject, fmt.Sprintf("subtotal %s %s is negative; check the prices", p.currency, p.subtotal))
+		c.rep.Problem("negative_total", subject, fmt.Sprintf("subtotal %s %s is negative; check the prices", p.currency, p.subtotal),
+			at(run.Str("subtotal", p.subtotal.String()), run.Str("currency", p.currency))...)
 		return nil, errSkip
 	}
 	if err := c.applyCredits(ctx, q, p, end); err != nil {

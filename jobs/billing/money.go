@@ -144,9 +144,16 @@ func ToMinor(m Micros, currency string) (int64, error) {
 // FormatMinor renders minor units with the currency's decimals: "USD 12.34",
 // "JPY 1200". An unknown currency is shown in minor units with its code.
 func FormatMinor(minor int64, currency string) string {
+	return currency + " " + minorDecimal(minor, currency)
+}
+
+// minorDecimal renders minor units as the exact decimal of the currency's major unit
+// ("12.34" for 1234 USD cents, "1200" for 1200 yen), as reports carry amounts. An
+// unknown currency is shown in minor units.
+func minorDecimal(minor int64, currency string) string {
 	exp, err := CurrencyExponent(currency)
 	if err != nil || exp == 0 {
-		return fmt.Sprintf("%s %d", currency, minor)
+		return strconv.FormatInt(minor, 10)
 	}
 	div := int64(1)
 	for range exp {
@@ -157,5 +164,5 @@ func FormatMinor(minor int64, currency string) string {
 	if u < 0 {
 		sign, u = "-", -u
 	}
-	return fmt.Sprintf("%s %s%d.%0*d", currency, sign, u/div, exp, u%div)
+	return fmt.Sprintf("%s%d.%0*d", sign, u/div, exp, u%div)
 }

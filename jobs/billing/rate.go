@@ -116,10 +116,12 @@ func (r *rater) run(ctx context.Context) error {
 		}
 	}
 	if more := r.rerated.more(); more > 0 {
-		r.rep.Act("rerate", "more keys", fmt.Sprintf("%d more re-rated keys not listed", more))
+		r.rep.Act("rerate", "more keys", fmt.Sprintf("%d more re-rated keys not listed", more),
+			run.Int("not_listed", int64(more)))
 	}
 	if more := r.lateShut.more(); more > 0 {
-		r.rep.Problem("late_usage_after_close", "more keys", fmt.Sprintf("%d more keys not listed", more))
+		r.rep.Problem("late_usage_after_close", "more keys", fmt.Sprintf("%d more keys not listed", more),
+			run.Int("not_listed", int64(more)))
 	}
 	return r.reportUnrated(ctx)
 }
@@ -140,7 +142,9 @@ func (r *rater) reportOverlaps(ctx context.Context) error {
 			return fmt.Errorf("check price overlaps: %w", err)
 		}
 		r.rep.Problem("price_overlap", fmt.Sprintf("prices %s %s", product, currency),
-			fmt.Sprintf("rows %d and %d are both valid from %s; rating uses the later valid_from", id1, id2, fmtHour(from)))
+			fmt.Sprintf("rows %d and %d are both valid from %s; rating uses the later valid_from", id1, id2, fmtHour(from)),
+			run.Str("product", product), run.Str("currency", currency), run.Int("price_id", id1),
+			run.Int("overlapping_price_id", id2), run.Time("valid_from", from))
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("check price overlaps: %w", err)
@@ -172,10 +176,12 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 	}
 	total := int64(cutoff.Sub(start) / time.Hour)
 	progress := run.ProgressFrom(ctx)
+	progress.Step("rating hours", 0, total)
 	from := "none"
 	if r.st.watermark.Valid {
 		from = fmtHour(r.st.watermark.Time)
 	}
+	var hours, charges, unrated int64
 	h := start
 	for {
 		if ctx.Err() != nil {
@@ -197,15 +203,16 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.rep.Act("rate", "hour "+fmtHour(next), stats.String())
+		r.rep.Act("rate", "hour "+fmtHour(next), stats.String(), stats.fields(next)...)
 		r.rep.Count("hours_rated", 1)
 		r.rep.Count("charges_rated", stats.rated)
 		r.rep.Count("charges_unrated", stats.unratedTotal())
+		hours, charges, unrated = hours+1, charges+stats.rated+stats.unratedTotal(), unrated+stats.unratedTotal()
 		msg := "hour rated"
 		if r.plan != nil {
 			msg = "hour planned"
 		}
-		r.log.Info().Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
+		r.log.WithLevel(run.ItemLevel(ctx)).Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
 			Int64("unrated", stats.unratedTotal()).Msg(msg)
 		progress.Step("rating hours", int64(next.Sub(start)/time.Hour)+1, total)
 		h = next.Add(time.Hour)
@@ -219,8 +226,15 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 			return fmt.Errorf("move watermark to %s: %w", fmtHour(last), err)
 		}
 	}
-	r.rep.Act("watermark", "rating", fmt.Sprintf("%s -> %s", from, fmtHour(last)))
+	wmFields := []run.Field{run.Time("to", last)}
+	if r.st.watermark.Valid {
+		wmFields = append([]run.Field{run.Time("from", r.st.watermark.Time)}, wmFields...)
+	}
+	r.rep.Act("watermark", "rating", fmt.Sprintf("%s -> %s", from, fmtHour(last)), wmFields...)
 	progress.Step("rating hours", total, total)
+	// The phase in one line: per-hour lines are debug on a terminal.
+	r.log.Info().Str("from", fmtHour(start)).Str("to", fmtHour(last)).Int64("hours", total).Int64("hours_with_usage", hours).
+		Int64("charges", charges).Int64("unrated", unrated).Msg("rating caught up")
 	return nil
 }
 
@@ -290,6 +304,17 @@ type hourStats struct {
 	rated    int64
 	amounts  map[string]Micros
 	problems map[string]int64
+}
+
+// fields are the report fields of the rating of hour h: the hour (a Seq, so the text
+// report folds a catch-up into one line), its charges and their amounts per currency.
+func (s hourStats) fields(h time.Time) []run.Field {
+	amounts := make(map[string]string, len(s.amounts))
+	for c, m := range s.amounts {
+		amounts[c] = m.String()
+	}
+	return []run.Field{run.Seq("hour", h), run.Tally("charges", s.rated+s.unratedTotal()),
+		run.Tally("unrated", s.unratedTotal()), run.Amounts("amounts", amounts)}
 }
 
 func (s hourStats) unratedTotal() int64 {
@@ -384,6 +409,7 @@ WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`, since, r.st.watermark.Time)
 		if err != nil {
 			return fmt.Errorf("late usage scan: %w", err)
 		}
+		run.ProgressFrom(ctx).Step("late usage hours", 0, int64(len(hours)))
 		for i, h := range hours {
 			if ctx.Err() != nil {
 				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(h), cause(ctx))
@@ -443,6 +469,7 @@ ORDER BY hour`, acct, wm, acct, wm)
 	if err != nil {
 		return fmt.Errorf("recompute account %d: %w", acct, err)
 	}
+	run.ProgressFrom(ctx).Step("recomputing hours", 0, int64(len(hours)))
 	for i, h := range hours {
 		if invoiced[monthStart(h)] {
 			continue
@@ -505,7 +532,8 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 				r.rep.Count("late_usage_after_close", 1)
 				if r.lateShut.ok() {
 					r.rep.Problem("late_usage_after_close", subject,
-						fmt.Sprintf("period %s is invoiced; %s not billed", period.Format("2006-01"), d.change()))
+						fmt.Sprintf("period %s is invoiced; %s not billed", period.Format("2006-01"), d.change()),
+						append(d.fields(h), run.Str("period", period.Format("2006-01")))...)
 				}
 				continue
 			}
@@ -518,7 +546,7 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 			}
 			r.rep.Count("charges_rerated", 1)
 			if r.rerated.ok() {
-				r.rep.Act("rerate", subject, why+"; "+d.change())
+				r.rep.Act("rerate", subject, why+"; "+d.change(), append(d.fields(h), run.Str("reason", why))...)
 			}
 			if r.plan != nil {
 				r.seen[k] = true
@@ -528,7 +556,7 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 					delete(r.plan, k)
 				}
 			}
-			zerolog.Ctx(ctx).Info().Int64("account_id", d.account).Str("product", d.product).
+			run.Item(ctx).Int64("account_id", d.account).Str("product", d.product).
 				Str("hour", fmtHour(h)).Str("reason", why).Str("change", d.change()).Msg("charge re-rated")
 		}
 		return writes, rows.Err()
@@ -564,6 +592,33 @@ type diffRow struct {
 	oldQuantity, oldAmount    sql.NullString
 	oldCurrency, oldProblem   sql.NullString
 	closed                    bool
+}
+
+// fields are the report fields of the recomputed key of hour h: the new quantity and
+// amount (or the problem leaving it unrated) beside the stored ones, each present
+// only when there is one (a new key has no old_*).
+func (d diffRow) fields(h time.Time) []run.Field {
+	f := []run.Field{run.Int("account_id", d.account), run.Str("product", d.product), run.Time("hour", h),
+		run.Str("quantity", d.quantity)}
+	switch {
+	case d.problem.Valid:
+		f = append(f, run.Str("problem", d.problem.String))
+	case d.amount.Valid:
+		f = append(f, run.Money("amount", d.amount.String, d.currency.String)...)
+	}
+	if !d.exists {
+		return f
+	}
+	if d.oldQuantity.Valid {
+		f = append(f, run.Str("old_quantity", d.oldQuantity.String))
+	}
+	switch {
+	case d.oldProblem.Valid:
+		f = append(f, run.Str("old_problem", d.oldProblem.String))
+	case d.oldAmount.Valid:
+		f = append(f, run.Str("old_amount", d.oldAmount.String), run.Str("old_currency", d.oldCurrency.String))
+	}
+	return f
 }
 
 // change is "quantity 1.000000 -> 2.000000, amount USD 0.100000 -> USD 0.200000".
@@ -699,11 +754,17 @@ func (r *rater) reportUnrated(ctx context.Context) error {
 		if g.last.After(g.first) {
 			span += " to " + fmtHour(g.last)
 		}
+		fields := []run.Field{run.Int("account_id", g.account), run.Str("product", g.product)}
+		if g.currency.Valid {
+			fields = append(fields, run.Str("currency", g.currency.String))
+		}
+		fields = append(fields, run.Int("hours", g.hours), run.Time("from", g.first), run.Time("to", g.last))
 		r.rep.Problem(g.problem, fmt.Sprintf("account %d %s", g.account, g.product),
-			fmt.Sprintf("%s; %s unrated, %s", why, plural(g.hours, "hour"), span))
+			fmt.Sprintf("%s; %s unrated, %s", why, plural(g.hours, "hour"), span), fields...)
 	}
 	if more := c.more(); more > 0 {
-		r.rep.Problem("unrated", "more keys", fmt.Sprintf("%d more unrated account/product groups not listed", more))
+		r.rep.Problem("unrated", "more keys", fmt.Sprintf("%d more unrated account/product groups not listed", more),
+			run.Int("not_listed", int64(more)))
 	}
 	return nil
 }

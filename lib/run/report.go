@@ -27,8 +27,8 @@ type Report struct {
 
 // Action is one line of a report: what (Kind), on what (Subject), and the detail.
 // Fields carry the same facts for programs: in JSON they are flat keys beside kind,
-// subject and detail (see README "Report JSON"); the text report shows only the
-// three strings.
+// subject and detail (docs/report-json.md); the text report shows only the three
+// strings, except where it folds a run of like actions into one line (see Seq).
 type Action struct {
 	Kind    string
 	Subject string
@@ -37,29 +37,74 @@ type Action struct {
 }
 
 // Field is one structured value of an action. Build them with Int, Str, Time and
-// Money so every job spells a key's type the same way.
+// Money so every job spells a key's type the same way. Seq, Tally and Amounts are
+// rendered in JSON like Time, Int and a map, and also tell the text report how to
+// fold a run of like actions into one line (see WriteText).
 type Field struct {
 	Key   string
 	Value any
+	role  fieldRole
 }
 
+// fieldRole is what a field means to folding; JSON ignores it.
+type fieldRole uint8
+
+const (
+	roleFact    fieldRole = iota // must be equal across a folded run
+	roleSeq                      // orders the run: strictly increasing
+	roleTally                    // an int64, summed
+	roleDecimal                  // a decimal string, summed (with an equal currency)
+	roleAmounts                  // currency -> decimal string, summed per currency
+)
+
 // Int is an integer field: ids (account_id, invoice_id, case_id) and counts.
-func Int(key string, v int64) Field { return Field{key, v} }
+func Int(key string, v int64) Field { return Field{Key: key, Value: v} }
 
 // Str is a string field: state, step, event, product...
-func Str(key, v string) Field { return Field{key, v} }
+func Str(key, v string) Field { return Field{Key: key, Value: v} }
+
+// Bool is a true/false field (replay, ...).
+func Bool(key string, v bool) Field { return Field{Key: key, Value: v} }
 
 // Time is a time field, rendered as RFC 3339 in UTC (or in t's zone with offset when
 // the zone matters, as for a recipient's local time: use TimeIn).
-func Time(key string, t time.Time) Field { return Field{key, t.UTC().Format(time.RFC3339)} }
+func Time(key string, t time.Time) Field {
+	return Field{Key: key, Value: t.UTC().Format(time.RFC3339)}
+}
 
 // TimeIn renders t in its own location, with its offset (local send times).
-func TimeIn(key string, t time.Time) Field { return Field{key, t.Format(time.RFC3339)} }
+func TimeIn(key string, t time.Time) Field { return Field{Key: key, Value: t.Format(time.RFC3339)} }
 
 // Money is an amount as an exact decimal string, with its currency: two fields,
-// "amount" and "currency" (or key and "currency" when key is not "amount").
+// "amount" and "currency" (or key and "currency" when key is not "amount"). In a
+// folded run of like actions with one currency, the text report shows the sum.
 func Money(key, decimal, currency string) []Field {
-	return []Field{{key, decimal}, {"currency", currency}}
+	return []Field{{Key: key, Value: decimal, role: roleDecimal}, {Key: "currency", Value: currency}}
+}
+
+// Seq is a time that places an action in a series, such as the hour a rating action
+// rated. JSON renders it as Time does. The text report folds a run of three or more
+// actions of one kind that differ only in their Seq field (strictly increasing) and
+// in their Tally, Money and Amounts fields into one line: first and last subject,
+// the number of actions and the sums. Use it only where the range tells the story
+// (a catch-up of hours), not for ids, whose list is the information.
+func Seq(key string, t time.Time) Field {
+	return Field{Key: key, Value: t.UTC().Format(time.RFC3339), role: roleSeq}
+}
+
+// Tally is an integer that adds up (charges written in an hour): rendered as Int,
+// summed when the text report folds a run of actions.
+func Tally(key string, n int64) Field { return Field{Key: key, Value: n, role: roleTally} }
+
+// Amounts is money in several currencies at once (an hour's charges), as a JSON
+// object from currency code to exact decimal string; summed per currency when the
+// text report folds a run of actions. A nil or empty map renders as {}.
+func Amounts(key string, byCurrency map[string]string) Field {
+	m := make(map[string]string, len(byCurrency))
+	for c, v := range byCurrency {
+		m[c] = v
+	}
+	return Field{Key: key, Value: m, role: roleAmounts}
 }
 
 // reservedKeys are the action's own keys; a field may not shadow them.
@@ -133,7 +178,7 @@ func (a *Action) UnmarshalJSON(data []byte) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		a.Fields = append(a.Fields, Field{k, m[k]})
+		a.Fields = append(a.Fields, Field{Key: k, Value: m[k]})
 	}
 	return nil
 }
@@ -159,12 +204,12 @@ func (r *Report) Count(name string, n int64) { r.Counts[name] += n }
 
 // Act records an action (or a planned one in a dry run), with its structured fields.
 func (r *Report) Act(kind, subject, detail string, fields ...Field) {
-	r.Actions = append(r.Actions, Action{kind, subject, detail, fields})
+	r.Actions = append(r.Actions, Action{Kind: kind, Subject: subject, Detail: detail, Fields: fields})
 }
 
 // Problem records an item-level error or discrepancy, with its structured fields.
 func (r *Report) Problem(kind, subject, detail string, fields ...Field) {
-	r.Problems = append(r.Problems, Action{kind, subject, detail, fields})
+	r.Problems = append(r.Problems, Action{Kind: kind, Subject: subject, Detail: detail, Fields: fields})
 }
 
 // Merge appends other's counts, actions and problems to r (for jobs in phases).
@@ -198,7 +243,8 @@ func (r *Report) Sort() {
 	sort.SliceStable(r.Problems, less(r.Problems))
 }
 
-// WriteText renders the report as aligned tables for people.
+// WriteText renders the report as aligned tables for people. Runs of like actions
+// are folded into one line each (see Seq); WriteJSON keeps every item.
 func (r *Report) WriteText(w io.Writer) error {
 	r.Sort()
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
@@ -228,11 +274,11 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	if r.DryRun {
-		section("WOULD", r.Actions)
+		section("WOULD", fold(r.Actions))
 	} else {
-		section("ACTION", r.Actions)
+		section("ACTION", fold(r.Actions))
 	}
-	section("PROBLEM", r.Problems)
+	section("PROBLEM", fold(r.Problems))
 	if len(r.Actions) == 0 && len(r.Problems) == 0 {
 		fmt.Fprintf(tw, "\nnothing to do\n")
 	}

@@ -47,6 +47,8 @@ type Runner struct {
 	LogLevel  zerolog.Level
 
 	// Progress, when set (a terminal), shows long runs' advance; see ProgressFrom.
+	// The run's log lines are then written through it, to its terminal, so that they
+	// print above the bar instead of onto it.
 	Progress *Progress
 
 	Pinger      *Pinger
@@ -120,6 +122,9 @@ func (r *Runner) init() {
 	if stderr == nil {
 		stderr = io.Discard
 	}
+	if r.Progress != nil && r.Progress.w != nil {
+		stderr = r.Progress
+	}
 	r.logger = NewLogger(stderr, r.LogFormat, r.LogColor, r.LogLevel, map[string]any{
 		"run_id": r.id, "job": r.Job, "host": r.Host, "version": r.Version, "dry_run": r.DryRun,
 	})
@@ -188,6 +193,8 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		defer stop()
 	}
 	rep, err := r.call(runCtx, fn)
+	// The bar goes before the report and the last log lines are printed.
+	r.Progress.Done()
 	if rep == nil {
 		rep = NewReport(r.Job)
 	}

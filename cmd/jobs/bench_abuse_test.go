@@ -173,6 +173,9 @@ SELECT seq * ?, '2026-09-01', 'EUR', 50, 5000, 'open', ?, ?, ? FROM seq_1_to_`+s
 	drain, _ := runJobs(args...)
 	idle, idleReport := runJobs(args...)
 	b.StopTimer()
+	// What any run costs before it reads anything: process start, connection, lock
+	// and job_runs bookkeeping (one quiet account: no candidate, no orchestrator call).
+	fixed, _ := runJobs(append(args, "--account", "1")...)
 	if !strings.Contains(idleReport, `"actions": []`) || !strings.Contains(idleReport, `"mail_sent": 0,`) {
 		b.Fatalf("the idle run was not idle:\n%s", idleReport)
 	}
@@ -198,11 +201,12 @@ SELECT seq * ?, '2026-09-01', 'EUR', 50, 5000, 'open', ?, ?, ? FROM seq_1_to_`+s
 		"  run acting on 1,000: %s = %.0fx the candidate queries (%.2f ms per actionable account over the idle run)\n"+
 		"  the next run, delivering the mail over the acting run's limit: %s\n"+
 		"  run with nothing to do, %d open cases: %s = %.1fx the candidate queries plus the listing (target %dx: %s); %.0fx the candidate queries alone\n"+
+		"  a run's fixed cost (process start, connection, lock, job_runs; a run on one quiet account): %s\n"+
 		"  %d mails delivered, orchestrator %+v\n",
 		total, overdue+miners, nDunning, nFree, baseline.Round(time.Microsecond), scan.Round(time.Millisecond),
 		listing.Round(time.Microsecond), acting.Round(time.Millisecond), ratio, float64(acting-idle)/float64(overdue+miners)/1e6,
 		drain.Round(time.Millisecond), cases, idle.Round(time.Millisecond), idleRatio, idleTarget, verdict,
-		float64(idle)/float64(baseline), len(sink.Messages()), fake.Counters())
+		float64(idle)/float64(baseline), fixed.Round(time.Millisecond), len(sink.Messages()), fake.Counters())
 }
 
 // idleTarget bounds a run with nothing to do, in multiples of its unavoidable reads

@@ -294,6 +294,7 @@ func (s *Store) runCase(ctx context.Context, caseID int64, o DriveOptions) error
 			return failed(a, err)
 		}
 		if err := s.confirm(ctx, a, out); err != nil {
+			s.recordError(ctx, a, err)
 			return failed(a, err)
 		}
 		if out.After != nil {

@@ -20,7 +20,16 @@
 // is opened under a lock on the account's row, so two writers queue up.
 //
 // Reads are set-based: OpenCases loads the open cases of many accounts in one query,
-// and nothing opens a transaction unless a case changes.
+// and nothing opens a transaction unless a case changes. A job's candidate query may
+// read the table directly: `SELECT account_id FROM cases WHERE machine = ? AND
+// open_account_id IS NOT NULL` is a range of the cases_one_open index.
+//
+// A run uses it in three steps (see the package example): decide each candidate on
+// facts read in bulk, Apply only where an event is due (its Decide runs again inside
+// the transaction on fresh facts, and its Effects record the side effects as pending
+// actions), then Drive the pending actions through the job's performer. A dry run
+// (Store.DryRun) goes through the same decisions and returns the plan, writing
+// nothing.
 package cases
 
 import (

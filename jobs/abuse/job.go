@@ -1,6 +1,8 @@
 // Package abuse is account enforcement: late-payment dunning and free-credit abuse, as
 // two explicit state machines (looplab/fsm) persisted in MySQL with an append-only
-// audit of every transition.
+// audit of every transition. The case machinery (versions, the audit log, intent ->
+// perform -> confirm) is lib/cases; this package brings the machines, the policy, the
+// facts, the decisions and the side effects.
 //
 // A run reads candidates in SQL, decides with pure functions of (case, facts, now,
 // policy), and applies each event in one database transaction that re-reads the

@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/rs/zerolog"
 
+	"github.com/cronkit/cronkit/lib/cases"
 	"github.com/cronkit/cronkit/lib/mail"
-	"github.com/cronkit/cronkit/lib/mysql"
+	"github.com/cronkit/cronkit/lib/run"
 )
 
 // ActorJob is the actor recorded for the transitions a run makes; operators are
@@ -87,15 +87,6 @@ type notice struct {
 	Msg  mail.Message `json:"message"`
 }
 
-// effects are the side effects of one transition.
-type effects struct {
-	actions       []*action
-	mail          *notice
-	accountStatus string // accounts.status to set ("" none)
-	cancelPending bool   // cancel the case's pending actions (a suspension not needed any more)
-	note          string // appended to the transition's reason
-}
-
 func caseLabel(machine string, id int64) string {
 	if id == 0 {
 		return machine + " case new"
@@ -103,241 +94,67 @@ func caseLabel(machine string, id int64) string {
 	return fmt.Sprintf("%s case %d", machine, id)
 }
 
-// apply applies one event. In a real run it is one transaction: lock the case (or
-// the account, for a new case), check the plan is not stale, re-read the facts and
-// decide again (a different decision wins; "nothing" means nothing), fire the event
-// on the machine and, in its leave_state callback, write the case, the transition,
-// the actions and any immediate notice. In a dry run the same steps read through the
-// pool and only report.
+// apply applies one event through the case store (lib/cases): one transaction that
+// locks the case (or the account, for a new case), checks the plan is not stale,
+// re-reads the facts and decides again (a different decision wins; "nothing" means
+// nothing), and writes the case, the transition, its actions and any immediate
+// notice. In a dry run the same steps read through the pool and only report.
 func (r *runState) apply(ctx context.Context, req transitionReq) (applied, error) {
-	if r.dry {
-		var res applied
-		out, err := r.applyIn(ctx, r.j.DB, nil, req, &res)
-		if err != nil {
-			return applied{}, err
-		}
-		for _, f := range out {
-			f()
-		}
-		return res, nil
-	}
-	var res applied
-	var out []func()
-	err := mysql.InTx(ctx, r.j.DB, nil, func(tx *sql.Tx) error {
-		res = applied{}
-		var err error
-		out, err = r.applyIn(ctx, tx, tx, req, &res)
-		return err
+	var subj subject // who the latest decision concerns: its side effects go there
+	res, err := r.store.Apply(ctx, cases.Request{
+		Machine: req.machine, AccountID: req.account, CaseID: req.caseID, Expect: req.expect,
+		Actor: req.actor, RunID: req.runID, Before: req.before,
+		Decide: func(ctx context.Context, q cases.Querier, c *Case) (Decision, error) {
+			ev, err := req.eval(ctx, q, c, true)
+			subj = ev.subject
+			return ev.Decision, err
+		},
+		Effects: func(ctx context.Context, ch *cases.Change) error { return r.effects(ctx, ch, subj) },
 	})
-	if errors.Is(err, errConflict) {
+	if errors.Is(err, cases.ErrConflict) {
 		return applied{conflict: true}, nil
 	}
 	if err != nil {
 		return applied{}, err
 	}
-	for _, f := range out {
-		f()
+	if res.Event == "" {
+		return applied{reason: res.Reason}, nil
 	}
-	return res, nil
-}
-
-// applyIn is apply's body; tx is nil in a dry run. It returns the report lines to
-// emit once the transaction has committed.
-func (r *runState) applyIn(ctx context.Context, q querier, tx *sql.Tx, req transitionReq, res *applied) ([]func(), error) {
-	var cur *Case
-	var err error
-	switch {
-	case req.caseID != 0:
-		cur, err = caseByID(ctx, q, req.caseID, tx != nil)
-	case tx != nil:
-		cur, err = lockOpenCase(ctx, tx, req.machine, req.account)
-	default:
-		// A dry run writes nothing, so the case it plans on is the one it simulated.
-		cur = req.expect
-	}
-	if err != nil {
-		return nil, err
-	}
-	if req.caseID == 0 && !sameCase(cur, req.expect) {
-		res.conflict = true
-		return nil, nil
-	}
-	if req.before != nil && tx != nil {
-		if err := req.before(ctx, tx); err != nil {
-			return nil, err
-		}
-	}
-	ev, err := req.eval(ctx, q, cur, true)
-	if err != nil {
-		return nil, err
-	}
-	if ev.Event == "" {
-		res.reason = ev.Reason
-		return nil, nil
-	}
-	state := StateGood
-	if cur != nil {
-		state = cur.State
-	}
-	var out []func()
-	_, err = fire(ctx, req.machine, state, ev.Event, func(ctx context.Context, from, to string) error {
-		var perr error
-		out, perr = r.persist(ctx, q, tx, cur, req, ev, from, to, res)
-		return perr
-	})
-	return out, err
-}
-
-// sameCase reports whether the case found is the one the plan was made from.
-func sameCase(found, expected *Case) bool {
-	if found == nil || expected == nil {
-		return found == nil && expected == nil
-	}
-	return found.ID == expected.ID && found.Version == expected.Version && found.State == expected.State
-}
-
-// persist writes one transition: the case row (insert, or update guarded by its
-// version), the transition row, its actions and any immediate notice. It runs as the
-// machine's leave_state callback, so an error here cancels the transition.
-func (r *runState) persist(ctx context.Context, q querier, tx *sql.Tx, cur *Case, req transitionReq, ev evaluation,
-	from, to string, res *applied) ([]func(), error) {
-	now := r.now
-	evidence, err := json.Marshal(ev.Evidence)
-	if err != nil {
-		return nil, fmt.Errorf("evidence: %w", err)
-	}
-	var c Case
-	if cur != nil {
-		c = *cur
-		c.Version = cur.Version + 1
-	} else {
-		c = Case{AccountID: req.account, Machine: req.machine, Version: 1, OpenedAt: now}
-	}
-	c.State, c.StateSince, c.Evidence = to, now, evidence
-	if !IsOpen(req.machine, to) {
-		c.ClosedAt = &now
-	}
-	if ev.Event == EventApprove || ev.Event == EventConfirm {
-		c.ApprovedAt, c.ApprovedBy = &now, req.actor
-	}
-	if tx != nil {
-		if cur == nil {
-			rs, err := tx.ExecContext(ctx, `INSERT INTO abuse_cases
-  (account_id, machine, state, version, opened_at, state_since, closed_at, evidence, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, c.AccountID, c.Machine, c.State, c.Version, c.OpenedAt, c.StateSince, c.ClosedAt, string(evidence), now)
-			if mysql.IsDuplicate(err) {
-				return nil, errConflict
-			}
-			if err != nil {
-				return nil, fmt.Errorf("open case: %w", err)
-			}
-			if c.ID, err = rs.LastInsertId(); err != nil {
-				return nil, fmt.Errorf("open case: %w", err)
-			}
-		} else {
-			rs, err := tx.ExecContext(ctx, `UPDATE abuse_cases SET state = ?, version = ?, state_since = ?, closed_at = ?,
-  approved_at = ?, approved_by = ?, evidence = ?, updated_at = ?
-WHERE id = ? AND version = ?`, c.State, c.Version, c.StateSince, c.ClosedAt, c.ApprovedAt, nullString(c.ApprovedBy),
-				string(evidence), now, c.ID, cur.Version)
-			if err != nil {
-				return nil, fmt.Errorf("update case %d: %w", c.ID, err)
-			}
-			if n, err := rs.RowsAffected(); err != nil || n != 1 {
-				return nil, errConflict
-			}
-		}
-	}
-	ev.subject.notice.CaseID = c.ID
-	eff, err := r.effects(ctx, q, &c, req, ev, from, to)
-	if err != nil {
-		return nil, err
-	}
-	reason := ev.Reason + eff.note
-	if len(reason) > 2000 {
-		reason = reason[:1997] + "..."
-	}
-	label := caseLabel(req.machine, c.ID)
-	subj := accountSubject(req.account)
-	var out []func()
-	out = append(out, func() {
-		r.act("transition", subj, fmt.Sprintf("%s: %s -> %s (%s): %s", label, from, to, ev.Event, reason))
-		r.count("transitions", 1)
-		zerolog.Ctx(ctx).Info().Int64("case_id", c.ID).Str("from", from).Str("to", to).Str("event", ev.Event).
-			Str("actor", req.actor).Str("reason", reason).Msg("transition")
-	})
-	var tid int64
-	if tx != nil {
-		rs, err := tx.ExecContext(ctx, `INSERT INTO abuse_transitions
-  (case_id, case_version, account_id, machine, from_state, to_state, event, reason, evidence, run_id, actor, at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, c.ID, c.Version, c.AccountID, c.Machine, from, to, ev.Event, reason,
-			string(evidence), nullString(req.runID), req.actor, now)
-		if mysql.IsDuplicate(err) {
-			return nil, errConflict
-		}
-		if err != nil {
-			return nil, fmt.Errorf("record transition of case %d: %w", c.ID, err)
-		}
-		if tid, err = rs.LastInsertId(); err != nil {
-			return nil, fmt.Errorf("record transition of case %d: %w", c.ID, err)
-		}
-		if eff.cancelPending {
-			if _, err := tx.ExecContext(ctx, `UPDATE abuse_actions SET status = 'cancelled', updated_at = ?, outcome = ?
-WHERE case_id = ? AND status = 'pending'`, now, "cancelled by "+ev.Event, c.ID); err != nil {
-				return nil, fmt.Errorf("cancel actions of case %d: %w", c.ID, err)
-			}
-		}
-		for _, a := range eff.actions {
-			a.CaseID, a.TransitionID = c.ID, tid
-			if err := insertAction(ctx, tx, a, now); err != nil {
-				return nil, err
-			}
-		}
-		if eff.accountStatus != "" {
-			if err := setAccountStatus(ctx, tx, c.AccountID, eff.accountStatus); err != nil {
-				return nil, err
-			}
-		}
-		if n := eff.mail; n != nil {
-			queued, err := r.j.Outbox.Enqueue(ctx, tx, n.Key, n.Msg)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, func() { r.mailed(subj, n, queued) })
-		}
-	} else {
+	c := res.Case
+	fields := append(caseFields(c.AccountID, c.ID, c.Machine), run.Str("from", res.From), run.Str("to", res.To),
+		run.Str("event", res.Event), run.Str("actor", req.actor), run.Time("at", c.StateSince))
+	r.act("transition", accountSubject(c.AccountID),
+		fmt.Sprintf("%s: %s -> %s (%s): %s", caseLabel(c.Machine, c.ID), res.From, res.To, res.Event, res.Reason), fields...)
+	r.count("transitions", 1)
+	zerolog.Ctx(ctx).Info().Int64("case_id", c.ID).Str("from", res.From).Str("to", res.To).Str("event", res.Event).
+		Str("actor", req.actor).Str("reason", res.Reason).Msg("transition")
+	if r.dry {
 		r.mu.Lock()
-		for _, a := range eff.actions {
-			a.CaseID = c.ID
-			r.planned = append(r.planned, a)
-		}
-		if eff.cancelPending && c.ID != 0 {
+		r.planned = append(r.planned, res.Actions...)
+		if res.Cancelled && c.ID != 0 {
 			if r.cancelled == nil {
 				r.cancelled = map[int64]bool{}
 			}
 			r.cancelled[c.ID] = true
 		}
 		r.mu.Unlock()
-		if n := eff.mail; n != nil {
-			out = append(out, func() { r.mailed(subj, n, true) })
-		}
 	}
-	res.c, res.from, res.to, res.event, res.reason = &c, from, to, ev.Event, reason
-	return out, nil
+	return applied{c: c, from: res.From, to: res.To, event: res.Event, reason: res.Reason}, nil
 }
 
 // mailed reports a notice queued (or planned).
-func (r *runState) mailed(subj string, n *notice, queued bool) {
+func (r *runState) mailed(account, caseID int64, machine string, n *notice, queued bool) {
 	detail := fmt.Sprintf("%s notice to %s (%s)", n.Step, n.Msg.To, n.Key)
 	if !queued {
 		detail += ": already queued before"
 	}
-	r.act("mail", subj, detail)
+	fields := append(caseFields(account, caseID, machine), run.Str("step", n.Step), run.Str("email", n.Msg.To),
+		run.Str("mail_key", n.Key))
+	r.act("mail", accountSubject(account), detail, fields...)
 	if queued {
 		r.count("mail_queued", 1)
 	}
 }
-
-func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 // setAccountStatus mirrors the enforcement state in accounts.status (read by
 // reconcile and the console): suspended, active again, or terminated.
@@ -359,139 +176,183 @@ func setAccountStatus(ctx context.Context, tx *sql.Tx, account int64, status str
 	return nil
 }
 
-// effects decides the side effects of a transition (pure but for two reads: the
-// other machine's hold on the account, and what cronkit stopped on it).
-func (r *runState) effects(ctx context.Context, q querier, c *Case, req transitionReq, ev evaluation, from, to string) (effects, error) {
-	var eff effects
-	s := ev.subject
-	cs := s.cloudstack
-	newAction := func(seq int, name, target string) *action {
-		return &action{AccountID: c.AccountID, Machine: c.Machine, Seq: seq, Action: name, Target: target}
+// effects records the side effects of a transition in its transaction (ch.Tx; nil in
+// a dry run): the orchestrator actions and notices as pending actions, the account's
+// status, and a notice that needs no orchestrator call straight into the outbox.
+func (r *runState) effects(ctx context.Context, ch *cases.Change, s subject) error {
+	c := ch.Case
+	s.notice.CaseID = c.ID
+	status, n, err := r.decideEffects(ctx, ch, s)
+	if err != nil {
+		return err
 	}
+	if ch.Tx == nil {
+		if n != nil {
+			ch.AfterCommit(func() { r.mailed(c.AccountID, c.ID, c.Machine, n, true) })
+		}
+		return nil
+	}
+	if status != "" {
+		if err := setAccountStatus(ctx, ch.Tx, c.AccountID, status); err != nil {
+			return err
+		}
+	}
+	if n != nil {
+		queued, err := r.j.Outbox.Enqueue(ctx, ch.Tx, n.Key, n.Msg)
+		if err != nil {
+			return err
+		}
+		ch.AfterCommit(func() { r.mailed(c.AccountID, c.ID, c.Machine, n, queued) })
+	}
+	return nil
+}
+
+// decideEffects decides the side effects of a transition (pure but for reads of what
+// the other machine holds and what cronkit did to the account): it records actions on
+// ch and returns the accounts.status to set ("" none) and a notice to queue at once
+// (nil none).
+func (r *runState) decideEffects(ctx context.Context, ch *cases.Change, s subject) (string, *notice, error) {
+	c, from, to, event := ch.Case, ch.From, ch.To, ch.Decision.Event
+	cs := s.cloudstack
+	var immediate *notice
 	withNotice := func(step string) error {
 		n, err := r.notice(ctx, c, step, s)
 		if err != nil || n == nil {
 			return err
 		}
 		hasCalls := false
-		for _, a := range eff.actions {
-			hasCalls = hasCalls || a.Action != actNotify
+		for _, a := range ch.Actions() {
+			hasCalls = hasCalls || a.Name != actNotify
 		}
 		if !hasCalls {
-			eff.mail = n
+			immediate = n
 			return nil
 		}
+		// A notice that announces an orchestrator change waits for it: an action
+		// after the calls.
 		payload, err := json.Marshal(n)
 		if err != nil {
 			return fmt.Errorf("notice payload: %w", err)
 		}
-		a := newAction(9, actNotify, n.Msg.To)
-		a.Payload = payload
-		eff.actions = append(eff.actions, a)
+		ch.Act(9, actNotify, n.Msg.To, payload)
 		return nil
 	}
 	switch {
-	case ev.Event == EventRemind:
-		return eff, withNotice(noticeReminder)
-	case ev.Event == EventWarn:
-		return eff, withNotice(noticeWarning)
-	case ev.Event == EventSuspend:
-		eff.accountStatus = "suspended"
+	case event == EventRemind, event == EventWarn:
+		step := noticeReminder
+		if event == EventWarn {
+			step = noticeWarning
+		}
+		if err := withNotice(step); err != nil {
+			return "", nil, err
+		}
+		return "", immediate, nil
+	case event == EventSuspend:
 		if cs == "" {
-			eff.note = "; no orchestrator account: nothing to stop"
+			ch.Note("; no orchestrator account: nothing to stop")
 		} else {
-			eff.actions = append(eff.actions, newAction(1, actStopVMs, cs), newAction(3, actDisableAccount, cs))
+			ch.Act(1, actStopVMs, cs, nil)
+			ch.Act(3, actDisableAccount, cs, nil)
 		}
 		step := noticeSuspension
 		if c.Machine == FreeCredit {
 			step = noticeTrialSuspension
 		}
-		return eff, withNotice(step)
-	case ev.Event == EventTerminate:
-		eff.accountStatus = "terminated"
+		if err := withNotice(step); err != nil {
+			return "", nil, err
+		}
+		return "suspended", immediate, nil
+	case event == EventTerminate:
 		if cs != "" {
-			eff.actions = append(eff.actions, newAction(1, actDestroyVMs, cs), newAction(3, actDisableAccount, cs))
+			ch.Act(1, actDestroyVMs, cs, nil)
+			ch.Act(3, actDisableAccount, cs, nil)
 		}
-		return eff, nil
+		return "terminated", nil, nil
 	case !IsOpen(c.Machine, to):
-		eff.cancelPending = true
+		ch.CancelPending()
 		if !holdsSuspension(c.Machine, from) {
-			return eff, nil
+			return "", nil, nil
 		}
-		other, err := otherHold(ctx, q, c.Machine, c.AccountID)
+		other, err := r.otherHold(ctx, ch.Q, c.Machine, c.AccountID)
 		if err != nil {
-			return eff, err
+			return "", nil, err
 		}
 		if other != nil {
-			eff.note = fmt.Sprintf("; account stays suspended: %s case %d is %s", other.Machine, other.ID, other.State)
-			return eff, nil
+			ch.Note(fmt.Sprintf("; account stays suspended: %s case %d is %s", other.Machine, other.ID, other.State))
+			return "", nil, nil
 		}
-		eff.accountStatus = "active"
-		enable, starts, err := undoList(ctx, q, c.AccountID)
+		enable, starts, err := r.undoList(ctx, ch.Q, c.AccountID)
 		if err != nil {
-			return eff, err
+			return "", nil, err
 		}
 		// A suspension cancelled before it was carried out or announced (its notice
 		// still waits behind its actions) is lifted without a word: the customer
 		// never heard of it, and nothing was stopped.
-		var unannounced int
-		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM abuse_actions WHERE case_id = ? AND action = 'notify' AND status = 'pending'`,
-			c.ID).Scan(&unannounced); err != nil {
-			return eff, fmt.Errorf("notices of case %d: %w", c.ID, err)
+		unannounced, err := r.store.PendingCount(ctx, ch.Q, c.ID, actNotify)
+		if err != nil {
+			return "", nil, err
 		}
 		if unannounced > 0 && len(enable) == 0 && len(starts) == 0 {
-			eff.note = "; the suspension had not been carried out: nothing to lift"
-			return eff, nil
+			ch.Note("; the suspension had not been carried out: nothing to lift")
+			return "active", nil, nil
 		}
 		for _, target := range enable {
-			eff.actions = append(eff.actions, newAction(1, actEnableAccount, target))
+			ch.Act(1, actEnableAccount, target, nil)
 		}
 		for _, vm := range starts {
-			eff.actions = append(eff.actions, newAction(2, actStartVM, vm))
+			ch.Act(2, actStartVM, vm, nil)
 		}
 		step := noticeLifted
 		if c.Machine == FreeCredit {
 			step = noticeTrialLifted
 		}
-		return eff, withNotice(step)
+		if err := withNotice(step); err != nil {
+			return "", nil, err
+		}
+		return "active", immediate, nil
 	}
-	return eff, nil
+	return "", nil, nil
+}
+
+// otherHold returns the case of the other machine that keeps the account suspended
+// (open, or terminated), or nil: lifting one machine's suspension must not undo the
+// other's.
+func (r *runState) otherHold(ctx context.Context, q querier, machine string, account int64) (*Case, error) {
+	list, err := r.store.CasesOf(ctx, q, account)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(list) - 1; i >= 0; i-- { // oldest first
+		c := list[i]
+		if c.Machine != machine && (c.ClosedAt == nil || c.State == StateTerminated) && holdsSuspension(c.Machine, c.State) {
+			return c, nil
+		}
+	}
+	return nil, nil
 }
 
 // undoList returns what lifting a suspension must restore on an account: the
 // orchestrator accounts cronkit disabled and the VMs it stopped, each possibly (an
 // attempt was made) and not re-enabled or started since. It covers every case of the
 // account, so a VM stopped by one machine is restarted when the last hold is lifted.
-func undoList(ctx context.Context, q querier, account int64) (enable, start []string, err error) {
-	rows, err := q.QueryContext(ctx, `SELECT action, target, MAX(id) FROM abuse_actions
-WHERE account_id = ? AND attempts > 0 AND action IN ('stop_vm', 'start_vm', 'disable_account', 'enable_account')
-GROUP BY action, target`, account)
+func (r *runState) undoList(ctx context.Context, q querier, account int64) (enable, start []string, err error) {
+	list, err := r.store.Attempted(ctx, q, account, actStopVM, actStartVM, actDisableAccount, actEnableAccount)
 	if err != nil {
-		return nil, nil, fmt.Errorf("actions on account %d: %w", account, err)
+		return nil, nil, err
 	}
-	defer rows.Close()
 	last := map[string]int64{}
-	for rows.Next() {
-		var act, target string
-		var id int64
-		if err := rows.Scan(&act, &target, &id); err != nil {
-			return nil, nil, fmt.Errorf("actions on account %d: %w", account, err)
-		}
-		last[act+"\x00"+target] = id
+	for _, a := range list {
+		last[a.Name+"\x00"+a.Target] = a.LastID
 	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("actions on account %d: %w", account, err)
-	}
-	for key, id := range last {
-		act, target, _ := strings.Cut(key, "\x00")
-		switch act {
+	for _, a := range list {
+		switch a.Name {
 		case actDisableAccount:
-			if last[actEnableAccount+"\x00"+target] < id {
-				enable = append(enable, target)
+			if last[actEnableAccount+"\x00"+a.Target] < a.LastID {
+				enable = append(enable, a.Target)
 			}
 		case actStopVM:
-			if last[actStartVM+"\x00"+target] < id {
-				start = append(start, target)
+			if last[actStartVM+"\x00"+a.Target] < a.LastID {
+				start = append(start, a.Target)
 			}
 		}
 	}
@@ -516,7 +377,8 @@ func (r *runState) notice(ctx context.Context, c *Case, step string, s subject) 
 		Headers: map[string]string{"X-Cronkit-Case": fmt.Sprintf("%s/%s", c.Machine, id)},
 	}}
 	if err := n.Msg.Validate(); err != nil {
-		r.problem("mail", accountSubject(c.AccountID), fmt.Sprintf("%s notice not sent: %v", step, err))
+		r.problem("mail", accountSubject(c.AccountID), fmt.Sprintf("%s notice not sent: %v", step, err),
+			append(caseFields(c.AccountID, c.ID, c.Machine), run.Str("step", step))...)
 		zerolog.Ctx(ctx).Warn().Err(err).Str("step", step).Msg("notice cannot be sent")
 		return nil, nil
 	}

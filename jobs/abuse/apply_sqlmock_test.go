@@ -8,8 +8,6 @@ import (
 
 	"github.com/DATA-DOG/go-sqlmock"
 	gomysql "github.com/go-sql-driver/mysql"
-
-	"github.com/cronkit/cronkit/lib/run"
 )
 
 // The transaction's control flow, exactly: a deadlock reruns it from the start; a
@@ -36,7 +34,7 @@ func TestApplyRetriesDeadlocksAndRollsBackOnAVersionConflict(t *testing.T) {
 	// moved before the write.
 	mock.ExpectBegin()
 	mock.ExpectQuery(lockAccount).WithArgs(int64(42)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(42))
-	mock.ExpectQuery(`FROM abuse_cases c\s+WHERE c.machine = \? AND c.open_account_id = \? FOR UPDATE`).WithArgs(Dunning, int64(42)).
+	mock.ExpectQuery(`FROM cases c\s+WHERE c.machine = \? AND c.open_account_id = \? FOR UPDATE`).WithArgs(Dunning, int64(42)).
 		WillReturnRows(sqlmock.NewRows(caseCols).AddRow(7, 42, Dunning, StateWarned, 3, warnedAt, warnedAt, nil, nil, "", []byte(`{}`), 0))
 	mock.ExpectQuery(`SELECT id, email, name, time_zone, status`).WithArgs(int64(42)).
 		WillReturnRows(sqlmock.NewRows([]string{"id", "email", "name", "time_zone", "status", "cs"}).
@@ -45,7 +43,7 @@ func TestApplyRetriesDeadlocksAndRollsBackOnAVersionConflict(t *testing.T) {
 		WillReturnRows(sqlmock.NewRows([]string{"account_id", "id", "currency", "total", "paid", "due", "retrying"}).
 			AddRow(42, 1001, "EUR", 12000, 0, utc("2026-10-01T00:00:00Z"), false))
 	mock.ExpectQuery(`FROM account_tags`).WithArgs(int64(42)).WillReturnRows(sqlmock.NewRows([]string{"account_id", "tag"}))
-	mock.ExpectExec(`UPDATE abuse_cases SET state = \?, version = \?`).
+	mock.ExpectExec(`UPDATE cases SET state = \?, version = \?`).
 		WithArgs(StateSuspended, 4, now, nil, nil, sqlmock.AnyArg(), sqlmock.AnyArg(), now, int64(7), 3).
 		WillReturnResult(sqlmock.NewResult(0, 0))
 	mock.ExpectRollback()
@@ -55,7 +53,7 @@ func TestApplyRetriesDeadlocksAndRollsBackOnAVersionConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	j := &Job{DB: db, Policy: DefaultPolicy(), Config: Config{MailFrom: testFrom}, Now: func() time.Time { return now }}
-	r := &runState{j: j, now: now, tmpl: tmpl, rep: run.NewReport("abuse")}
+	r := newRunState(j, now, "", false, tmpl)
 	planned := DunningFacts{AccountID: 42, Email: "late@example.com", TimeZone: "UTC",
 		Unpaid: []UnpaidInvoice{inv(1001, "2026-10-01T00:00:00Z", 12000, 0)}}
 	res, err := r.apply(context.Background(), transitionReq{machine: Dunning, account: 42, expect: expect, event: EventSuspend,

@@ -1,41 +1,24 @@
 package abuse
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cronkit/cronkit/lib/cases"
 )
 
-// Case is a persisted case as decisions and operators see it.
-type Case struct {
-	ID         int64      `json:"id"`
-	AccountID  int64      `json:"account_id"`
-	Machine    string     `json:"machine"`
-	State      string     `json:"state"`
-	Version    int        `json:"version"`
-	OpenedAt   time.Time  `json:"opened_at"`
-	StateSince time.Time  `json:"state_since"`
-	ClosedAt   *time.Time `json:"closed_at,omitempty"`
-	ApprovedAt *time.Time `json:"approved_at,omitempty"`
-	ApprovedBy string     `json:"approved_by,omitempty"`
-	// Evidence is the facts behind the latest transition, as JSON.
-	Evidence json.RawMessage `json:"evidence"`
-	// PendingActions counts side effects (orchestrator calls, notices) of the case's
-	// transitions that are not confirmed yet. A case never advances past a step whose
-	// side effects are pending.
-	PendingActions int `json:"pending_actions"`
-}
+// Case is a persisted case as decisions and operators see it: lib/cases keeps it.
+// PendingActions counts side effects (orchestrator calls, notices) of the case's
+// transitions not confirmed yet: a case never advances past a step whose side effects
+// are pending.
+type Case = cases.Case
 
 // Decision is what a decision function returns: the event to fire (none: ""), the
 // reason in words and the evidence it rests on, recorded with the transition.
-type Decision struct {
-	Event    string
-	Reason   string
-	Evidence any
-}
+type Decision = cases.Decision
 
 // UnpaidInvoice is an open invoice with amount_paid_minor < total_minor. One with a
 // partial payment (0 < paid < total) is still unpaid and keeps the dunning clock; a

@@ -19,8 +19,8 @@ const chunkSize = 500
 // re-open, flag then suspend).
 const maxSteps = 4
 
-func chunks(ids []int64, n int) [][]int64 {
-	var out [][]int64
+func chunks[T any](ids []T, n int) [][]T {
+	var out [][]T
 	for len(ids) > n {
 		out = append(out, ids[:n])
 		ids = ids[n:]
@@ -49,17 +49,18 @@ func (r *runState) dunning(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cases, err := openCases(ctx, r.j.DB, Dunning, chunk)
+		open, err := r.store.OpenCases(ctx, r.j.DB, Dunning, chunk)
 		if err != nil {
 			return err
 		}
 		for _, id := range chunk {
 			f := facts[id]
 			if f == nil {
-				r.problem("data", accountSubject(id), "invoices or a case for an account that does not exist")
+				r.problem("data", accountSubject(id), "invoices or a case for an account that does not exist",
+					run.Int("account_id", id), run.Str("machine", Dunning))
 				continue
 			}
-			r.evaluate(ctx, Dunning, id, cases[id], r.dunningEval(*f))
+			r.evaluate(ctx, Dunning, id, open[id], r.dunningEval(*f))
 			done++
 			progress.Step("dunning", done, int64(len(ids)))
 		}
@@ -107,7 +108,9 @@ func dunningSubject(f DunningFacts, now time.Time, p Policy) subject {
 }
 
 // freeCredit reads the orchestrator for the free-credit candidates, records a CPU
-// sample of each, decides and applies the events.
+// sample of each, decides and applies the events. The database is read a chunk at a
+// time; the orchestrator once for all candidates (readVMs), so a run never lists the
+// cloud twice.
 func (r *runState) freeCredit(ctx context.Context) error {
 	p := r.j.Policy.FreeCredit
 	ids, err := freeCreditCandidates(ctx, r.j.DB, r.now, p, r.j.Config.Account)
@@ -115,8 +118,7 @@ func (r *runState) freeCredit(ctx context.Context) error {
 		return err
 	}
 	r.count("free_credit_candidates", int64(len(ids)))
-	progress := run.ProgressFrom(ctx)
-	done := int64(0)
+	items := make([]*candidate, 0, len(ids))
 	for _, chunk := range chunks(ids, chunkSize) {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
@@ -125,69 +127,133 @@ func (r *runState) freeCredit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cases, err := openCases(ctx, r.j.DB, FreeCredit, chunk)
+		open, err := r.store.OpenCases(ctx, r.j.DB, FreeCredit, chunk)
 		if err != nil {
 			return err
 		}
-		// The orchestrator is read only where a decision needs it: accounts with no
-		// case yet (signals) or a flagged one (its evidence), and an orchestrator
-		// account.
-		type reading struct {
-			id  int64
-			vms []VMFact
-			err error
-		}
-		var need []*reading
 		for _, id := range chunk {
-			f, c := facts[id], cases[id]
-			if f == nil || f.CloudStackAccountID == "" || (c != nil && c.State != StateFlagged) {
+			items = append(items, &candidate{id: id, f: facts[id], c: open[id]})
+		}
+	}
+	// The orchestrator is read only where a decision needs it: accounts with no
+	// case yet (signals) or a flagged one (its evidence), and an orchestrator
+	// account.
+	var need []*candidate
+	for _, it := range items {
+		if it.f != nil && it.f.CloudStackAccountID != "" && (it.c == nil || it.c.State == StateFlagged) {
+			need = append(need, it)
+		}
+	}
+	r.readVMs(ctx, need)
+
+	progress := run.ProgressFrom(ctx)
+	done := int64(0)
+	for _, chunk := range chunks(items, chunkSize) {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		samples := map[int64]CPUSample{}
+		for _, it := range chunk {
+			if it.f == nil || !it.read || it.err != nil {
 				continue
 			}
-			need = append(need, &reading{id: id})
+			it.f.VMs = it.vms
+			s := sampleOf(it.vms, r.now, p.CPU)
+			it.f.CPUSamples = mergeSample(it.f.CPUSamples, s)
+			samples[it.id] = s
 		}
-		forEach(ctx, r.concurrency(), need, func(ctx context.Context, rd *reading) {
-			vms, err := r.orch.VMMetrics(ctx, facts[rd.id].CloudStackAccountID)
-			if errors.Is(err, orchestrator.ErrNotFound) {
-				vms, err = nil, nil
+		if !r.dry && len(samples) > 0 {
+			if err := recordSamples(ctx, r.j.DB, samples); err != nil {
+				return err
 			}
-			rd.err = err
-			for _, v := range vms {
-				rd.vms = append(rd.vms, VMFact{ID: v.ID, Name: v.Name, State: v.State, Created: v.Created.UTC(), CPUPercent: v.CPUUsedPercent})
-			}
-		})
-		r.count("orchestrator_reads", int64(len(need)))
-		read := map[int64]*reading{}
-		for _, rd := range need {
-			read[rd.id] = rd
+			r.count("cpu_samples", int64(len(samples)))
 		}
-		for _, id := range chunk {
-			f, c := facts[id], cases[id]
-			if f == nil {
-				r.problem("data", accountSubject(id), "a free-credit case for an account that does not exist")
+		for _, it := range chunk {
+			if it.f == nil {
+				r.problem("data", accountSubject(it.id), "a free-credit case for an account that does not exist",
+					run.Int("account_id", it.id), run.Str("machine", FreeCredit))
 				continue
 			}
-			f.DisposableDomain = r.j.Disposable.Match(f.Email)
-			if rd := read[id]; rd != nil {
-				if rd.err != nil {
-					r.problem("orchestrator", accountSubject(id), fmt.Sprintf("read VMs of %s: %v (not evaluated)", f.CloudStackAccountID, rd.err))
-					continue
-				}
-				f.VMs = rd.vms
-				s := sampleOf(rd.vms, r.now, p.CPU)
-				f.CPUSamples = mergeSample(f.CPUSamples, s)
-				if !r.dry {
-					if err := recordSample(ctx, r.j.DB, id, s); err != nil {
-						return err
-					}
-					r.count("cpu_samples", 1)
-				}
+			if it.err != nil {
+				r.problem("orchestrator", accountSubject(it.id),
+					fmt.Sprintf("read VMs of %s: %v (not evaluated)", it.f.CloudStackAccountID, it.err),
+					run.Int("account_id", it.id), run.Str("machine", FreeCredit))
+				continue
 			}
-			r.evaluate(ctx, FreeCredit, id, c, r.freeCreditEval(*f))
+			it.f.DisposableDomain = r.j.Disposable.Match(it.f.Email)
+			r.evaluate(ctx, FreeCredit, it.id, it.c, r.freeCreditEval(*it.f))
 			done++
 			progress.Step("free credit", done, int64(len(ids)))
 		}
 	}
 	return nil
+}
+
+// candidate is one free-credit candidate on its way through a run: its facts, its
+// open case, and this run's reading of its VMs.
+type candidate struct {
+	id   int64
+	f    *FreeCreditFacts
+	c    *Case
+	read bool
+	vms  []VMFact
+	err  error
+}
+
+// readVMs reads the VMs of the candidates that need them, in as few orchestrator
+// calls as the API allows: one paged listing of every VM (listVirtualMachinesMetrics
+// with listall) when it takes fewer calls than reading them account by account (two
+// calls each), else account by account with bounded concurrency. A listing that fails
+// leaves every candidate unread (not evaluated this run); account by account, only the
+// one that failed.
+func (r *runState) readVMs(ctx context.Context, need []*candidate) {
+	if len(need) == 0 {
+		return
+	}
+	r.count("orchestrator_reads", int64(len(need)))
+	for _, it := range need {
+		it.read = true
+	}
+	log := zerolog.Ctx(ctx)
+	// The totals cost two calls and a listing at least two: below three accounts
+	// (six calls), asking cannot pay off.
+	if len(need) >= 3 {
+		calls, err := r.orch.ListingCalls(ctx)
+		switch {
+		case err != nil:
+			log.Warn().Err(err).Msg("orchestrator totals: reading VMs account by account")
+		case calls <= 2*len(need):
+			log.Debug().Int("calls", calls).Int("accounts", len(need)).Msg("reading VMs in one listing")
+			all, err := r.orch.VMMetrics(ctx, "")
+			byAccount := map[string][]orchestrator.VM{}
+			for _, v := range all {
+				byAccount[v.AccountID] = append(byAccount[v.AccountID], v)
+			}
+			for _, it := range need {
+				it.vms, it.err = vmFacts(byAccount[it.f.CloudStackAccountID]), err
+				if err != nil {
+					it.err = fmt.Errorf("list every VM: %w", err)
+				}
+			}
+			return
+		}
+	}
+	forEach(ctx, r.concurrency(), need, func(ctx context.Context, it *candidate) {
+		vms, err := r.orch.VMMetrics(ctx, it.f.CloudStackAccountID)
+		if errors.Is(err, orchestrator.ErrNotFound) {
+			vms, err = nil, nil
+		}
+		it.vms, it.err = vmFacts(vms), err
+	})
+}
+
+// vmFacts is the orchestrator's reading as the decision sees it.
+func vmFacts(vms []orchestrator.VM) []VMFact {
+	var out []VMFact
+	for _, v := range vms {
+		out = append(out, VMFact{ID: v.ID, Name: v.Name, State: v.State, Created: v.Created.UTC(), CPUPercent: v.CPUUsedPercent})
+	}
+	return out
 }
 
 // sampleOf summarises this run's reading of an account's VMs.
@@ -258,7 +324,7 @@ func (r *runState) evaluate(ctx context.Context, machine string, account int64, 
 	for step := 0; step < maxSteps; step++ {
 		ev, err := eval(ctx, r.j.DB, c, false)
 		if err != nil {
-			r.problem("data", accountSubject(account), err.Error())
+			r.problem("data", accountSubject(account), err.Error(), run.Int("account_id", account), run.Str("machine", machine))
 			return
 		}
 		if ev.Event == "" {
@@ -271,7 +337,12 @@ func (r *runState) evaluate(ctx context.Context, machine string, account int64, 
 			eval: eval, actor: ActorJob, runID: r.runID})
 		switch {
 		case err != nil:
-			r.problem("transition", accountSubject(account), fmt.Sprintf("%s %s: %v", machine, ev.Event, err))
+			fields := []run.Field{run.Int("account_id", account)}
+			if c != nil {
+				fields = append(fields, run.Int("case_id", c.ID), run.Str("state", c.State))
+			}
+			r.problem("transition", accountSubject(account), fmt.Sprintf("%s %s: %v", machine, ev.Event, err),
+				append(fields, run.Str("machine", machine), run.Str("event", ev.Event))...)
 			log.Error().Err(err).Str("event", ev.Event).Msg("transition failed")
 			return
 		case res.conflict:

@@ -52,7 +52,7 @@ func TestMinerIsFlaggedAndSuspendedThenClearedByAPerson(t *testing.T) {
 		t.Fatalf("mails %v", got)
 	}
 	var ev string
-	if ev = w.scalar(`SELECT evidence FROM abuse_transitions WHERE event = 'flag'`); !strings.Contains(ev, `"name": "disposable_email"`) &&
+	if ev = w.scalar(`SELECT evidence FROM case_transitions WHERE event = 'flag'`); !strings.Contains(ev, `"name": "disposable_email"`) &&
 		!strings.Contains(ev, `"name":"disposable_email"`) {
 		t.Fatalf("evidence %s", ev)
 	}

@@ -1,6 +1,8 @@
 // Package abuse is account enforcement: late-payment dunning and free-credit abuse, as
 // two explicit state machines (looplab/fsm) persisted in MySQL with an append-only
-// audit of every transition.
+// audit of every transition. The case machinery (versions, the audit log, intent ->
+// perform -> confirm) is lib/cases; this package brings the machines, the policy, the
+// facts, the decisions and the side effects.
 //
 // A run reads candidates in SQL, decides with pure functions of (case, facts, now,
 // policy), and applies each event in one database transaction that re-reads the
@@ -28,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
+	"github.com/cronkit/cronkit/lib/cases"
 	"github.com/cronkit/cronkit/lib/mail"
 	"github.com/cronkit/cronkit/lib/orchestrator"
 	"github.com/cronkit/cronkit/lib/run"
@@ -37,7 +40,10 @@ import (
 // it. Every mutating method reads the current state first and does nothing when the
 // target state already holds, which is what makes re-driving an action harmless.
 type Orchestrator interface {
+	// VMMetrics reads one account's VMs, or every VM with accountID "".
 	VMMetrics(ctx context.Context, accountID string) ([]orchestrator.VM, error)
+	// ListingCalls is what reading every VM at once would cost, in API calls.
+	ListingCalls(ctx context.Context) (int, error)
 	StopVM(ctx context.Context, id string) error
 	StartVM(ctx context.Context, id string) error
 	DestroyVM(ctx context.Context, id string, expunge bool) error
@@ -155,8 +161,8 @@ func (j *Job) check(forRun bool) error {
 	return nil
 }
 
-// runState is one run: the clock fixed at its start, the report, and the
-// orchestrator behind the run's rate limit.
+// runState is one run: the clock fixed at its start, the case store on that clock,
+// the report, and the orchestrator behind the run's rate limit.
 type runState struct {
 	j     *Job
 	now   time.Time
@@ -164,25 +170,48 @@ type runState struct {
 	dry   bool
 	orch  Orchestrator
 	tmpl  *mail.Templates
+	store *cases.Store
 
 	mu  sync.Mutex
 	rep *run.Report
 	// planned holds, in a dry run, the actions this run's transitions would add, and
 	// cancelled the cases whose pending actions they would cancel.
-	planned   []*action
+	planned   []*cases.Action
 	cancelled map[int64]bool
 }
 
-func (r *runState) act(kind, subject, detail string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rep.Act(kind, subject, detail)
+// newRunState starts a run (or an operator command) of j at now.
+func newRunState(j *Job, now time.Time, runID string, dry bool, tmpl *mail.Templates) *runState {
+	r := &runState{j: j, now: now, runID: runID, dry: dry, tmpl: tmpl, rep: run.NewReport("abuse"), orch: j.Orchestrator}
+	r.store = &cases.Store{DB: j.DB, Machines: machineDefs(), Now: func() time.Time { return r.now }, DryRun: dry}
+	return r
 }
 
-func (r *runState) problem(kind, subject, detail string) {
+// act reports an action with its structured fields (account_id, case_id, machine...).
+func (r *runState) act(kind, subject, detail string, fields ...run.Field) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.rep.Problem(kind, subject, detail)
+	r.rep.Act(kind, subject, detail, fields...)
+}
+
+// problem reports an item-level problem with its structured fields.
+func (r *runState) problem(kind, subject, detail string, fields ...run.Field) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.Problem(kind, subject, detail, fields...)
+}
+
+// caseFields are the structured fields naming a case: its account, id (omitted for a
+// case a dry run would open) and machine.
+func caseFields(account, caseID int64, machine string) []run.Field {
+	f := []run.Field{run.Int("account_id", account)}
+	if caseID != 0 {
+		f = append(f, run.Int("case_id", caseID))
+	}
+	if machine != "" {
+		f = append(f, run.Str("machine", machine))
+	}
+	return f
 }
 
 func (r *runState) count(name string, n int64) {
@@ -223,7 +252,8 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	r := &runState{j: j, now: j.now(), runID: run.FromContext(ctx).ID, dry: j.Config.DryRun, tmpl: tmpl, rep: rep}
+	r := newRunState(j, j.now(), run.FromContext(ctx).ID, j.Config.DryRun, tmpl)
+	r.rep = rep
 	r.orch = limitOrchestrator(j.Orchestrator, j.Config.Rate)
 	log := zerolog.Ctx(ctx)
 	log.Info().Time("now", r.now).Int64("account", j.Config.Account).Msg("abuse run: evaluating")
@@ -292,6 +322,13 @@ func (l *limited) VMMetrics(ctx context.Context, id string) ([]orchestrator.VM, 
 		return nil, err
 	}
 	return l.o.VMMetrics(ctx, id)
+}
+
+func (l *limited) ListingCalls(ctx context.Context) (int, error) {
+	if err := l.l.Wait(ctx); err != nil {
+		return 0, err
+	}
+	return l.o.ListingCalls(ctx)
 }
 
 func (l *limited) StopVM(ctx context.Context, id string) error {

@@ -127,20 +127,20 @@ func TestPaymentBetweenEvaluationAndAction(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := w.ctx()
-	r := &runState{j: j, now: w.now, runID: run.FromContext(ctx).ID, tmpl: tmpl, rep: run.NewReport("abuse"), orch: j.Orchestrator}
+	r := newRunState(j, w.now, run.FromContext(ctx).ID, false, tmpl)
 	facts, err := dunningFacts(ctx, w.db, []int64{42})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases, err := openCases(ctx, w.db, Dunning, []int64{42})
+	open, err := r.store.OpenCases(ctx, w.db, Dunning, []int64{42})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := DecideDunning(cases[42], *facts[42], w.now, j.Policy.Dunning); d.Event != EventSuspend {
+	if d := DecideDunning(open[42], *facts[42], w.now, j.Policy.Dunning); d.Event != EventSuspend {
 		t.Fatalf("plan: %q %s", d.Event, d.Reason)
 	}
 	w.pay(1001, 12000) // the payment lands now
-	r.evaluate(ctx, Dunning, 42, cases[42], r.dunningEval(*facts[42]))
+	r.evaluate(ctx, Dunning, 42, open[42], r.dunningEval(*facts[42]))
 	r.drive(ctx)
 
 	if got := w.transitions(42); !equal(got, []string{"good->reminded(remind)", "reminded->warned(warn)", "warned->resolved(resolve)"}) {
@@ -338,7 +338,7 @@ func TestPaymentCancelsASuspensionNotCarriedOut(t *testing.T) {
 	if c := w.fake.Counters(); c.Stops+c.Disables+c.Starts+c.Enables != 0 || w.vmState("vm-a") != "Running" {
 		t.Fatalf("acted on a paid account: %+v", c)
 	}
-	if got := w.scalar(`SELECT GROUP_CONCAT(action, ':', status ORDER BY id) FROM abuse_actions WHERE case_id = 1`); got != "stop_vms:cancelled,disable_account:cancelled,notify:cancelled" {
+	if got := w.scalar(`SELECT GROUP_CONCAT(action, ':', status ORDER BY id) FROM case_actions WHERE case_id = 1`); got != "stop_vms:cancelled,disable_account:cancelled,notify:cancelled" {
 		t.Fatalf("actions %s", got)
 	}
 	for _, m := range w.mails() {

@@ -1,12 +1,13 @@
 package abuse
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/looplab/fsm"
+
+	"github.com/cronkit/cronkit/lib/cases"
 )
 
 // The two machines. A case belongs to one.
@@ -108,42 +109,34 @@ func holdsSuspension(machine, state string) bool {
 	return false
 }
 
-// newMachine returns machine's FSM in state with callbacks.
-func newMachine(machine, state string, callbacks fsm.Callbacks) (*fsm.FSM, error) {
+// machineDef is a machine as lib/cases runs it: the definition above, "good" as the
+// state of an account without a case, and its open states.
+func machineDef(machine string) (*cases.Machine, error) {
 	events, ok := machineEvents[machine]
 	if !ok {
 		return nil, fmt.Errorf("unknown machine %q", machine)
 	}
-	return fsm.NewFSM(state, events, callbacks), nil
+	open := dunningOpen
+	if machine == FreeCredit {
+		open = freeCreditOpen
+	}
+	return &cases.Machine{Name: machine, Initial: StateGood, Events: events, Open: open}, nil
+}
+
+// machineDefs returns both machines, for the run's case store.
+func machineDefs() []*cases.Machine {
+	var out []*cases.Machine
+	for _, name := range Machines() {
+		m, _ := machineDef(name) // every name of Machines() is defined
+		out = append(out, m)
+	}
+	return out
 }
 
 // canFire reports whether event is a transition of machine from state.
 func canFire(machine, state, event string) bool {
-	f, err := newMachine(machine, state, nil)
-	return err == nil && f.Can(event)
-}
-
-// fire runs event on a fresh FSM of machine in state. persist is the FSM's leave_state
-// callback: it writes the transition (or plans it, in a dry run) before the machine
-// moves, and its error cancels the transition.
-func fire(ctx context.Context, machine, state, event string, persist func(ctx context.Context, from, to string) error) (string, error) {
-	f, err := newMachine(machine, state, fsm.Callbacks{
-		"leave_state": func(ctx context.Context, e *fsm.Event) {
-			if err := persist(ctx, e.Src, e.Dst); err != nil {
-				e.Cancel(err)
-			}
-		},
-	})
-	if err != nil {
-		return "", err
-	}
-	if err := f.Event(ctx, event); err != nil {
-		if c, ok := err.(fsm.CanceledError); ok && c.Err != nil {
-			return "", c.Err
-		}
-		return "", fmt.Errorf("%s case in %s: %w", machine, state, err)
-	}
-	return f.Current(), nil
+	m, err := machineDef(machine)
+	return err == nil && m.Can(state, event)
 }
 
 // Graph draws machine (or both, machine "") from the definitions the job runs, as a
@@ -168,11 +161,11 @@ func Graph(machine, format string) (string, error) {
 	}
 	var b strings.Builder
 	for i, name := range names {
-		f, err := newMachine(name, StateGood, nil)
+		m, err := machineDef(name)
 		if err != nil {
 			return "", err
 		}
-		out, err := fsm.VisualizeWithType(f, typ)
+		out, err := fsm.VisualizeWithType(m.FSM(StateGood, nil), typ)
 		if err != nil {
 			return "", fmt.Errorf("graph %s: %w", name, err)
 		}

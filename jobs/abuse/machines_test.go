@@ -1,8 +1,6 @@
 package abuse
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 )
@@ -43,25 +41,6 @@ func TestEveryOpenStateCanBeResolvedByAPerson(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-func TestFireCancelsOnPersistError(t *testing.T) {
-	boom := errors.New("boom")
-	_, err := fire(context.Background(), Dunning, StateWarned, EventSuspend, func(context.Context, string, string) error { return boom })
-	if !errors.Is(err, boom) {
-		t.Fatalf("err %v", err)
-	}
-	var from, to string
-	got, err := fire(context.Background(), Dunning, StateWarned, EventSuspend, func(_ context.Context, f, d string) error {
-		from, to = f, d
-		return nil
-	})
-	if err != nil || got != StateSuspended || from != StateWarned || to != StateSuspended {
-		t.Fatalf("fire: %v %s %s->%s", err, got, from, to)
-	}
-	if _, err := fire(context.Background(), Dunning, StateReminded, EventSuspend, func(context.Context, string, string) error { return nil }); err == nil {
-		t.Fatal("suspend from reminded must be refused: a warning comes first")
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/looplab/fsm"
 
+	"github.com/cronkit/cronkit/lib/cases"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -67,8 +68,13 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 	if err := j.check(false); err != nil {
 		return nil, err
 	}
-	c, err := caseByID(ctx, j.DB, caseID, false)
-	if errors.Is(err, errNoCase) {
+	tmpl, err := Templates()
+	if err != nil {
+		return nil, err
+	}
+	r := newRunState(j, j.now(), "", false, tmpl)
+	c, err := r.store.Case(ctx, j.DB, caseID)
+	if errors.Is(err, cases.ErrNoCase) {
 		return nil, run.Usagef("%s: case %d does not exist", op, caseID)
 	}
 	if err != nil {
@@ -78,17 +84,13 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := Templates()
-	if err != nil {
-		return nil, err
-	}
 	actorName := "operator:" + actor
 	res := &OperatorResult{}
 	if op == OpExclude {
 		res.Tagged = TagNeverSuspend
 		if !IsOpen(c.Machine, c.State) {
 			// Nothing to close: tag the account so no case opens again.
-			if err := addTag(ctx, j.DB, c.AccountID, TagNeverSuspend, reason, actorName, j.now()); err != nil {
+			if err := addTag(ctx, j.DB, c.AccountID, TagNeverSuspend, reason, actorName, r.now); err != nil {
 				return nil, err
 			}
 			res.Case = c
@@ -99,7 +101,6 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 		return nil, run.Usagef("%s: case %d (%s) is %s; %s is possible only from %s", op, caseID, c.Machine, c.State,
 			op, strings.Join(sourcesOf(c.Machine, event), ", "))
 	}
-	r := &runState{j: j, now: j.now(), tmpl: tmpl, rep: run.NewReport("abuse"), orch: j.Orchestrator}
 	ap, err := r.apply(ctx, transitionReq{machine: c.Machine, account: c.AccountID, caseID: caseID, event: event,
 		actor: actorName, eval: operatorEval(event, op, actor, reason),
 		before: func(ctx context.Context, tx *sql.Tx) error {
@@ -119,7 +120,7 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 		return nil, fmt.Errorf("%s: case %d changed meanwhile; look again (jobs abuse show %d)", op, caseID, c.AccountID)
 	}
 	res.Case, res.From, res.To, res.Event, res.Reason = ap.c, ap.from, ap.to, ap.event, ap.reason
-	after, err := caseByID(ctx, j.DB, caseID, false)
+	after, err := r.store.Case(ctx, j.DB, caseID)
 	if err != nil {
 		return nil, err
 	}
@@ -151,13 +152,11 @@ func operatorEvent(op, machine string) (string, error) {
 
 // sourcesOf lists the states event can fire from.
 func sourcesOf(machine, event string) []string {
-	var out []string
-	for _, e := range machineEvents[machine] {
-		if e.Name == event {
-			out = append(out, e.Src...)
-		}
+	m, err := machineDef(machine)
+	if err != nil {
+		return nil
 	}
-	return out
+	return m.Sources(event)
 }
 
 // operatorEval returns the operator's event whatever the facts say: the person
@@ -165,7 +164,7 @@ func sourcesOf(machine, event string) []string {
 func operatorEval(event, op, actor, reason string) evaluator {
 	return func(ctx context.Context, q querier, c *Case, fresh bool) (evaluation, error) {
 		if c == nil {
-			return evaluation{}, errNoCase
+			return evaluation{}, cases.ErrNoCase
 		}
 		var f DunningFacts
 		err := q.QueryRowContext(ctx, `SELECT id, email, name, COALESCE(cloudstack_account_id, '') FROM accounts WHERE id = ?`,
@@ -174,7 +173,8 @@ func operatorEval(event, op, actor, reason string) evaluator {
 			return evaluation{}, fmt.Errorf("account %d: %w", c.AccountID, err)
 		}
 		d := Decision{Event: event, Reason: fmt.Sprintf("%s by %s: %s", op, actor, reason),
-			Evidence: OperatorEvidence{Operator: actor, Reason: reason, Command: op}}
+			Evidence: OperatorEvidence{Operator: actor, Reason: reason, Command: op},
+			SignOff:  event == EventApprove || event == EventConfirm}
 		return evaluation{Decision: d, subject: subject{email: f.Email, cloudstack: f.CloudStackAccountID,
 			notice: noticeData{Name: f.Name, Email: f.Email, AccountID: f.AccountID}}}, nil
 	}
@@ -197,35 +197,11 @@ type Tag struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// Transition is one row of the audit trail.
-type Transition struct {
-	ID          int64           `json:"id"`
-	CaseID      int64           `json:"case_id"`
-	CaseVersion int             `json:"case_version"`
-	From        string          `json:"from"`
-	To          string          `json:"to"`
-	Event       string          `json:"event"`
-	Reason      string          `json:"reason"`
-	Evidence    json.RawMessage `json:"evidence"`
-	RunID       string          `json:"run_id,omitempty"`
-	Actor       string          `json:"actor"`
-	At          time.Time       `json:"at"`
-}
+// Transition is one row of the audit trail (lib/cases).
+type Transition = cases.Transition
 
-// ActionRecord is one side effect of a case and where it stands.
-type ActionRecord struct {
-	ID           int64      `json:"id"`
-	TransitionID int64      `json:"transition_id"`
-	Seq          int        `json:"seq"`
-	Action       string     `json:"action"`
-	Target       string     `json:"target"`
-	Status       string     `json:"status"`
-	Attempts     int        `json:"attempts"`
-	Outcome      string     `json:"outcome,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	DoneAt       *time.Time `json:"done_at,omitempty"`
-}
+// ActionRecord is one side effect of a case and where it stands (lib/cases).
+type ActionRecord = cases.ActionRecord
 
 // CaseHistory is a case with its full transition history and actions.
 type CaseHistory struct {
@@ -273,83 +249,24 @@ func (j *Job) Show(ctx context.Context, account int64) (*AccountHistory, error) 
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("show account %d: tags: %w", account, err)
 	}
-	rows, err = j.DB.QueryContext(ctx, `SELECT `+caseColumns+` FROM abuse_cases c WHERE c.account_id = ? ORDER BY c.id DESC`, account)
+	store := &cases.Store{DB: j.DB, Machines: machineDefs()}
+	list, err := store.CasesOf(ctx, j.DB, account)
 	if err != nil {
-		return nil, fmt.Errorf("show account %d: cases: %w", account, err)
+		return nil, fmt.Errorf("show account %d: %w", account, err)
 	}
-	for rows.Next() {
-		c, err := scanCase(rows)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("show account %d: cases: %w", account, err)
-		}
+	for _, c := range list {
 		h.Cases = append(h.Cases, CaseHistory{Case: *c, Transitions: []Transition{}, Actions: []ActionRecord{}})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("show account %d: cases: %w", account, err)
 	}
 	for i := range h.Cases {
 		ch := &h.Cases[i]
-		if ch.Transitions, err = transitionsOf(ctx, j.DB, ch.ID); err != nil {
+		if ch.Transitions, err = store.Transitions(ctx, j.DB, ch.ID); err != nil {
 			return nil, err
 		}
-		if ch.Actions, err = actionsOf(ctx, j.DB, ch.ID); err != nil {
+		if ch.Actions, err = store.ActionRecords(ctx, j.DB, ch.ID); err != nil {
 			return nil, err
 		}
 	}
 	return h, nil
-}
-
-func transitionsOf(ctx context.Context, q querier, caseID int64) ([]Transition, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, case_id, case_version, from_state, to_state, event, reason, evidence,
-  COALESCE(run_id, ''), actor, at FROM abuse_transitions WHERE case_id = ? ORDER BY case_version`, caseID)
-	if err != nil {
-		return nil, fmt.Errorf("transitions of case %d: %w", caseID, err)
-	}
-	defer rows.Close()
-	out := []Transition{}
-	for rows.Next() {
-		var t Transition
-		var ev []byte
-		if err := rows.Scan(&t.ID, &t.CaseID, &t.CaseVersion, &t.From, &t.To, &t.Event, &t.Reason, &ev, &t.RunID, &t.Actor, &t.At); err != nil {
-			return nil, fmt.Errorf("transitions of case %d: %w", caseID, err)
-		}
-		t.Evidence, t.At = json.RawMessage(ev), t.At.UTC()
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("transitions of case %d: %w", caseID, err)
-	}
-	return out, nil
-}
-
-func actionsOf(ctx context.Context, q querier, caseID int64) ([]ActionRecord, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, transition_id, seq, action, target, status, attempts, outcome,
-  COALESCE(last_error, ''), created_at, done_at FROM abuse_actions WHERE case_id = ? ORDER BY transition_id, seq, id`, caseID)
-	if err != nil {
-		return nil, fmt.Errorf("actions of case %d: %w", caseID, err)
-	}
-	defer rows.Close()
-	out := []ActionRecord{}
-	for rows.Next() {
-		var a ActionRecord
-		var done sql.NullTime
-		if err := rows.Scan(&a.ID, &a.TransitionID, &a.Seq, &a.Action, &a.Target, &a.Status, &a.Attempts, &a.Outcome,
-			&a.LastError, &a.CreatedAt, &done); err != nil {
-			return nil, fmt.Errorf("actions of case %d: %w", caseID, err)
-		}
-		a.CreatedAt = a.CreatedAt.UTC()
-		if done.Valid {
-			t := done.Time.UTC()
-			a.DoneAt = &t
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("actions of case %d: %w", caseID, err)
-	}
-	return out, nil
 }
 
 const showTime = "2006-01-02 15:04:05Z07:00"

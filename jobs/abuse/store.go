@@ -2,29 +2,18 @@ package abuse
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cronkit/cronkit/lib/cases"
 )
 
 // querier is what both *sql.DB and *sql.Tx offer: facts are read the same way in a
 // plan (the pool, read-only in a dry run) and right before acting (the transaction).
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// errConflict means another writer moved the case between our read and our write:
-// the plan is stale, so nothing is done and the next run decides again.
-var errConflict = errors.New("case changed meanwhile")
-
-// errNoCase is returned for an operator command on a case id that does not exist.
-var errNoCase = errors.New("no such case")
+type querier = cases.Querier
 
 // inList returns "?, ?, ?" for n values and the ids as arguments.
 func inList(ids []int64) (string, []any) {
@@ -42,17 +31,17 @@ const candidateSlack = 2 * time.Hour
 
 // dunningCandidates returns the accounts to evaluate for late payment: unpaid
 // invoices due before the first threshold, or an open case. Both halves are index
-// ranges (invoices_status_due, abuse_cases_one_open): nothing is scanned in Go.
+// ranges (invoices_status_due, cases_one_open): nothing is scanned in Go.
 func dunningCandidates(ctx context.Context, q querier, now time.Time, p DunningPolicy, account int64) ([]int64, error) {
 	cutoff := now.Add(-time.Duration(p.Reminder.AfterDays)*24*time.Hour + candidateSlack)
 	query := `SELECT account_id FROM invoices
 WHERE status = 'open' AND due_at <= ? AND total_minor > amount_paid_minor` + accountFilter("account_id", account) + `
 UNION
-SELECT account_id FROM abuse_cases WHERE machine = 'dunning' AND open_account_id IS NOT NULL` + accountFilter("account_id", account) + `
+SELECT account_id FROM cases WHERE machine = ? AND open_account_id IS NOT NULL` + accountFilter("account_id", account) + `
 ORDER BY 1`
-	args := []any{cutoff}
+	args := []any{cutoff, Dunning}
 	if account != 0 {
-		args = []any{cutoff, account, account}
+		args = []any{cutoff, account, Dunning, account}
 	}
 	return queryIDs(ctx, q, "dunning candidates", query, args...)
 }
@@ -65,15 +54,15 @@ func freeCreditCandidates(ctx context.Context, q querier, now time.Time, p FreeC
 	query := `SELECT a.id FROM accounts a
 WHERE a.created_at >= ? AND a.created_at <= ? AND a.payment_method_verified = 0 AND a.status = 'active'` + accountFilter("a.id", account) + `
   AND EXISTS (SELECT 1 FROM credits c WHERE c.account_id = a.id AND c.granted_at <= ? AND (c.expires_at IS NULL OR c.expires_at > ?))
-  AND NOT EXISTS (SELECT 1 FROM abuse_cases k WHERE k.account_id = a.id AND k.machine = 'free_credit')
+  AND NOT EXISTS (SELECT 1 FROM cases k WHERE k.account_id = a.id AND k.machine = ?)
 UNION
-SELECT account_id FROM abuse_cases WHERE machine = 'free_credit' AND open_account_id IS NOT NULL` + accountFilter("account_id", account) + `
+SELECT account_id FROM cases WHERE machine = ? AND open_account_id IS NOT NULL` + accountFilter("account_id", account) + `
 ORDER BY 1`
 	args := []any{now.Add(-p.SignupWindow.Duration), now}
 	if account != 0 {
 		args = append(args, account)
 	}
-	args = append(args, now, now)
+	args = append(args, now, now, FreeCredit, FreeCredit)
 	if account != 0 {
 		args = append(args, account)
 	}
@@ -106,116 +95,6 @@ func queryIDs(ctx context.Context, q querier, what, query string, args ...any) (
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return ids, nil
-}
-
-const caseColumns = `c.id, c.account_id, c.machine, c.state, c.version, c.opened_at, c.state_since, c.closed_at,
-  c.approved_at, COALESCE(c.approved_by, ''), c.evidence,
-  (SELECT COUNT(*) FROM abuse_actions x WHERE x.case_id = c.id AND x.status = 'pending')`
-
-func scanCase(sc interface{ Scan(...any) error }) (*Case, error) {
-	var c Case
-	var closed, approved sql.NullTime
-	var evidence []byte
-	if err := sc.Scan(&c.ID, &c.AccountID, &c.Machine, &c.State, &c.Version, &c.OpenedAt, &c.StateSince, &closed,
-		&approved, &c.ApprovedBy, &evidence, &c.PendingActions); err != nil {
-		return nil, err
-	}
-	c.OpenedAt, c.StateSince = c.OpenedAt.UTC(), c.StateSince.UTC()
-	if closed.Valid {
-		t := closed.Time.UTC()
-		c.ClosedAt = &t
-	}
-	if approved.Valid {
-		t := approved.Time.UTC()
-		c.ApprovedAt = &t
-	}
-	c.Evidence = json.RawMessage(evidence)
-	return &c, nil
-}
-
-// openCases returns the open cases of machine for accounts, by account.
-func openCases(ctx context.Context, q querier, machine string, accounts []int64) (map[int64]*Case, error) {
-	out := map[int64]*Case{}
-	if len(accounts) == 0 {
-		return out, nil
-	}
-	in, args := inList(accounts)
-	rows, err := q.QueryContext(ctx, `SELECT `+caseColumns+` FROM abuse_cases c
-WHERE c.machine = ? AND c.open_account_id IN (`+in+`)`, append([]any{machine}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("open %s cases: %w", machine, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		c, err := scanCase(rows)
-		if err != nil {
-			return nil, fmt.Errorf("open %s cases: %w", machine, err)
-		}
-		out[c.AccountID] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("open %s cases: %w", machine, err)
-	}
-	return out, nil
-}
-
-// lockOpenCase locks and returns the open case of (machine, account), or nil. It first
-// locks the account row, so two writers opening a case for one account queue up.
-func lockOpenCase(ctx context.Context, tx *sql.Tx, machine string, account int64) (*Case, error) {
-	var id int64
-	if err := tx.QueryRowContext(ctx, `SELECT id FROM accounts WHERE id = ? FOR UPDATE`, account).Scan(&id); err != nil {
-		return nil, fmt.Errorf("lock account %d: %w", account, err)
-	}
-	c, err := scanCase(tx.QueryRowContext(ctx, `SELECT `+caseColumns+` FROM abuse_cases c
-WHERE c.machine = ? AND c.open_account_id = ? FOR UPDATE`, machine, account))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock open %s case of account %d: %w", machine, account, err)
-	}
-	return c, nil
-}
-
-// caseByID reads a case; with lock, FOR UPDATE.
-func caseByID(ctx context.Context, q querier, id int64, lock bool) (*Case, error) {
-	query := `SELECT ` + caseColumns + ` FROM abuse_cases c WHERE c.id = ?`
-	if lock {
-		query += ` FOR UPDATE`
-	}
-	c, err := scanCase(q.QueryRowContext(ctx, query, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("case %d: %w", id, errNoCase)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read case %d: %w", id, err)
-	}
-	return c, nil
-}
-
-// otherHold returns the open case of the other machine that keeps the account
-// suspended, or nil: lifting one machine's suspension must not undo the other's.
-func otherHold(ctx context.Context, q querier, machine string, account int64) (*Case, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+caseColumns+` FROM abuse_cases c
-WHERE c.machine <> ? AND c.account_id = ? AND (c.open_account_id IS NOT NULL OR c.state = 'terminated')
-ORDER BY c.id`, machine, account)
-	if err != nil {
-		return nil, fmt.Errorf("other cases of account %d: %w", account, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		c, err := scanCase(rows)
-		if err != nil {
-			return nil, fmt.Errorf("other cases of account %d: %w", account, err)
-		}
-		if holdsSuspension(c.Machine, c.State) {
-			return c, nil
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("other cases of account %d: %w", account, err)
-	}
-	return nil, nil
 }
 
 // tagsOf returns the accounts' tags, by account, sorted.
@@ -398,14 +277,26 @@ GROUP BY a.id`, append([]any{within, within}, args...)...)
 	return out, nil
 }
 
-// recordSample stores this run's CPU reading of an account; a rerun at the same
-// instant keeps the first.
-func recordSample(ctx context.Context, q querier, account int64, s CPUSample) error {
-	_, err := q.ExecContext(ctx, `INSERT INTO abuse_cpu_samples (account_id, sampled_at, vms_running, vms_hot, avg_cpu)
-VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE account_id = account_id`,
-		account, s.At, s.Running, s.Hot, fmt.Sprintf("%.2f", s.AvgCPU))
-	if err != nil {
-		return fmt.Errorf("record cpu sample of account %d: %w", account, err)
+// recordSamples stores this run's CPU readings of accounts in one statement; a rerun
+// at the same instant keeps the first.
+func recordSamples(ctx context.Context, q querier, samples map[int64]CPUSample) error {
+	if len(samples) == 0 {
+		return nil
+	}
+	ids := make([]int64, 0, len(samples))
+	for id := range samples {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	args := make([]any, 0, 5*len(ids))
+	for _, id := range ids {
+		s := samples[id]
+		args = append(args, id, s.At, s.Running, s.Hot, fmt.Sprintf("%.2f", s.AvgCPU))
+	}
+	values := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?), ", len(ids)), ", ")
+	if _, err := q.ExecContext(ctx, `INSERT INTO abuse_cpu_samples (account_id, sampled_at, vms_running, vms_hot, avg_cpu)
+VALUES `+values+` ON DUPLICATE KEY UPDATE account_id = account_id`, args...); err != nil {
+		return fmt.Errorf("record cpu samples of %d accounts: %w", len(ids), err)
 	}
 	return nil
 }

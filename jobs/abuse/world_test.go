@@ -147,7 +147,7 @@ func (w *world) pay(invoice, amount int64) {
 // cases returns "machine:state" of the account's cases, oldest first.
 func (w *world) cases(account int64) []string {
 	w.t.Helper()
-	rows, err := w.db.QueryContext(context.Background(), `SELECT machine, state FROM abuse_cases WHERE account_id = ? ORDER BY id`, account)
+	rows, err := w.db.QueryContext(context.Background(), `SELECT machine, state FROM cases WHERE account_id = ? ORDER BY id`, account)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func (w *world) cases(account int64) []string {
 // transitions returns "from->to(event)" of the account, in order.
 func (w *world) transitions(account int64) []string {
 	w.t.Helper()
-	rows, err := w.db.QueryContext(context.Background(), `SELECT from_state, to_state, event FROM abuse_transitions WHERE account_id = ? ORDER BY id`, account)
+	rows, err := w.db.QueryContext(context.Background(), `SELECT from_state, to_state, event FROM case_transitions WHERE account_id = ? ORDER BY id`, account)
 	if err != nil {
 		w.t.Fatal(err)
 	}

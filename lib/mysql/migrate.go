@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -18,7 +19,11 @@ var embedded embed.FS
 
 // Migrations is the schema, embedded in the binary so that `jobs migrate` needs no
 // files on the host. Each job owns a range of versions: 1-9 the run contract, 10-19
-// mail, 20-39 billing, 40-59 abuse, 60-79 drip, 80-99 reconcile.
+// mail, 20-39 billing, 40-49 abuse, 50-59 the state-machine library (lib/cases),
+// 60-79 drip, 80-99 reconcile. Because each range grows on its own, a release can
+// bring a migration numbered below one a database already has (billing's 22 after
+// the library's 50): goose applies those out of order, and CheckSchema wants every
+// embedded migration applied, not just the newest.
 func Migrations() fs.FS {
 	sub, err := fs.Sub(embedded, "migrations")
 	if err != nil {
@@ -32,7 +37,7 @@ func Migrations() fs.FS {
 // (cronkit.<schema>.migrate, see LockName) so two deploys never migrate one database
 // at once.
 func Migrate(ctx context.Context, db *sql.DB, command string, w io.Writer) error {
-	p, err := goose.NewProvider(goose.DialectMySQL, db, Migrations())
+	p, err := goose.NewProvider(goose.DialectMySQL, db, Migrations(), goose.WithAllowOutofOrder(true))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
@@ -84,57 +89,94 @@ func Migrate(ctx context.Context, db *sql.DB, command string, w io.Writer) error
 // newer schema. It is a configuration error (exit 2), not a failed run.
 var ErrSchema = errors.New("database schema does not match this binary")
 
-// schemaError names both versions and what to do.
-type schemaError struct{ have, want int64 }
+// schemaError names the versions and what to do.
+type schemaError struct {
+	have, want int64 // the newest applied, the newest embedded
+	missing    int64 // the oldest embedded migration not applied (0: none)
+}
 
 func (e schemaError) Error() string {
-	if e.have < e.want {
+	switch {
+	case e.have < e.want:
 		return fmt.Sprintf("database at migration %d, this binary needs %d: run jobs migrate", e.have, e.want)
+	case e.missing != 0:
+		return fmt.Sprintf("database at migration %d lacks migration %d, which this binary needs: run jobs migrate", e.have, e.missing)
 	}
 	return fmt.Sprintf("database at migration %d, newer than this binary's %d: run the binary that migrated it", e.have, e.want)
 }
 
 func (e schemaError) Is(target error) bool { return target == ErrSchema }
 
-// SchemaVersion is the newest migration embedded in this binary.
-func SchemaVersion() (int64, error) {
+// embeddedVersions are the migrations in this binary, in order.
+func embeddedVersions() ([]int64, error) {
 	entries, err := fs.ReadDir(Migrations(), ".")
 	if err != nil {
-		return 0, fmt.Errorf("migrations: %w", err)
+		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	var newest int64
+	var vs []int64
 	for _, e := range entries {
 		v, err := goose.NumericComponent(e.Name())
 		if err != nil {
-			return 0, fmt.Errorf("migrations: %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("migrations: %s: %w", e.Name(), err)
 		}
-		newest = max(newest, v)
+		vs = append(vs, v)
 	}
-	if newest == 0 {
-		return 0, errors.New("migrations: none embedded")
+	if len(vs) == 0 {
+		return nil, errors.New("migrations: none embedded")
 	}
-	return newest, nil
+	slices.Sort(vs)
+	return vs, nil
 }
 
-// sqlAppliedVersion is goose's own bookkeeping: the newest migration applied.
-const sqlAppliedVersion = `SELECT COALESCE(MAX(version_id), 0) FROM goose_db_version WHERE is_applied = 1`
+// SchemaVersion is the newest migration embedded in this binary.
+func SchemaVersion() (int64, error) {
+	vs, err := embeddedVersions()
+	if err != nil {
+		return 0, err
+	}
+	return vs[len(vs)-1], nil
+}
 
-// CheckSchema returns ErrSchema unless the database is at exactly the binary's
-// migration. It only reads, so it works in a dry run with a SELECT-only user.
+// sqlAppliedVersions is goose's own bookkeeping: the migrations applied.
+const sqlAppliedVersions = `SELECT DISTINCT version_id FROM goose_db_version WHERE is_applied = 1 AND version_id > 0`
+
+// CheckSchema returns ErrSchema unless the database has exactly the binary's
+// migrations applied. It only reads, so it works in a dry run with a SELECT-only user.
 func CheckSchema(ctx context.Context, db *sql.DB) error {
-	want, err := SchemaVersion()
+	want, err := embeddedVersions()
 	if err != nil {
 		return err
 	}
-	var have int64
-	if err := db.QueryRowContext(ctx, sqlAppliedVersion).Scan(&have); err != nil {
-		if IsNoSuchTable(err) {
-			return schemaError{0, want}
-		}
+	rows, err := db.QueryContext(ctx, sqlAppliedVersions)
+	if IsNoSuchTable(err) {
+		return schemaError{have: 0, want: want[len(want)-1]}
+	}
+	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if have != want {
-		return schemaError{have, want}
+	defer rows.Close()
+	applied := map[int64]bool{}
+	var have int64
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		applied[v] = true
+		have = max(have, v)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	e := schemaError{have: have, want: want[len(want)-1]}
+	for _, v := range want {
+		if !applied[v] {
+			e.missing = v
+			return e
+		}
+	}
+	if have > e.want {
+		return e
 	}
 	return nil
 }

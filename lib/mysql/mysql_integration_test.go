@@ -137,11 +137,29 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), fmt.Sprintf("this binary needs %d: run jobs migrate", want)) {
 		t.Fatalf("one migration behind: %v", err)
 	}
+	if err := mysql.Migrate(ctx, d.DB, "up", io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := d.DB.ExecContext(ctx, "INSERT INTO goose_db_version (version_id, is_applied) VALUES (?, 1)", want+1); err != nil {
 		t.Fatal(err)
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
 	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), "newer than this binary") {
 		t.Fatalf("newer database: %v", err)
+	}
+	if _, err := d.DB.ExecContext(ctx, "DELETE FROM goose_db_version WHERE version_id > ?", want); err != nil {
+		t.Fatal(err)
+	}
+	if err := mysql.CheckSchema(ctx, d.DB); err != nil {
+		t.Fatalf("migrated again: %v", err)
+	}
+	// A migration of one job's range that came after another job's newer one (billing's
+	// 22 after the library's 50) is pending though the newest is applied.
+	if _, err := d.DB.ExecContext(ctx, "DELETE FROM goose_db_version WHERE version_id = 2"); err != nil {
+		t.Fatal(err)
+	}
+	err = mysql.CheckSchema(ctx, d.DB)
+	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration %d lacks migration 2, which this binary needs: run jobs migrate", want) {
+		t.Fatalf("a lower migration missing: %v", err)
 	}
 }

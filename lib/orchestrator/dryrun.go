@@ -19,6 +19,7 @@ type Reader interface {
 	ListAccounts(ctx context.Context) ([]Account, error)
 	VMs(ctx context.Context, f ListVMs) iter.Seq2[VM, error]
 	VMMetrics(ctx context.Context, accountID string) ([]VM, error)
+	ListingCalls(ctx context.Context) (int, error)
 }
 
 var (
@@ -61,6 +62,14 @@ func (d *DryRun) VMMetrics(ctx context.Context, accountID string) ([]VM, error) 
 		return nil, fmt.Errorf("vm metrics of account %q: %w (no orchestrator to read from)", accountID, ErrDryRun)
 	}
 	return d.Reader.VMMetrics(ctx, accountID)
+}
+
+// ListingCalls reads through Reader.
+func (d *DryRun) ListingCalls(ctx context.Context) (int, error) {
+	if d.Reader == nil {
+		return 0, fmt.Errorf("listing calls: %w (no orchestrator to read from)", ErrDryRun)
+	}
+	return d.Reader.ListingCalls(ctx)
 }
 
 // StopVM refuses: a dry run stops no VM.

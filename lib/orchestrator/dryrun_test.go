@@ -19,6 +19,7 @@ var clientMethods = standintest.Methods{
 	"ListAccounts":   standintest.Reads,
 	"VMs":            standintest.Reads,
 	"VMMetrics":      standintest.Reads,
+	"ListingCalls":   standintest.Reads,
 	"StopVM":         standintest.Mutates,
 	"StartVM":        standintest.Mutates,
 	"DestroyVM":      standintest.Mutates,
@@ -53,6 +54,11 @@ func (r *recordingReader) VMs(_ context.Context, f orchestrator.ListVMs) iter.Se
 func (r *recordingReader) VMMetrics(_ context.Context, accountID string) ([]orchestrator.VM, error) {
 	r.calls = append(r.calls, "VMMetrics")
 	return []orchestrator.VM{{ID: "vm-of-" + accountID}}, r.err
+}
+
+func (r *recordingReader) ListingCalls(context.Context) (int, error) {
+	r.calls = append(r.calls, "ListingCalls")
+	return 2, r.err
 }
 
 func TestDryRunRefusesEveryChange(t *testing.T) {
@@ -98,6 +104,10 @@ func TestDryRunReadsDelegate(t *testing.T) {
 		t.Errorf("VMMetrics = %+v, %v; want the reader's vm-of-acc-1, %v", vms, err, errReader)
 	}
 
+	if n, err := d.ListingCalls(ctx); n != 2 || !errors.Is(err, errReader) {
+		t.Errorf("ListingCalls = %d, %v; want the reader's 2, %v", n, err, errReader)
+	}
+
 	slices.Sort(r.calls)
 	if want := standintest.ReadNames(clientMethods); !slices.Equal(r.calls, want) {
 		t.Errorf("reader saw %q, want each read once: %q", r.calls, want)
@@ -112,6 +122,9 @@ func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
 	}
 	if _, err := d.VMMetrics(ctx, "acc-1"); !errors.Is(err, orchestrator.ErrDryRun) {
 		t.Errorf("VMMetrics without reader: %v, want ErrDryRun", err)
+	}
+	if _, err := d.ListingCalls(ctx); !errors.Is(err, orchestrator.ErrDryRun) {
+		t.Errorf("ListingCalls without reader: %v, want ErrDryRun", err)
 	}
 	n := 0
 	for _, err := range d.VMs(ctx, orchestrator.ListVMs{}) {

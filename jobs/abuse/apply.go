@@ -126,7 +126,8 @@ func (r *runState) apply(ctx context.Context, req transitionReq) (applied, error
 	r.act("transition", accountSubject(c.AccountID),
 		fmt.Sprintf("%s: %s -> %s (%s): %s", caseLabel(c.Machine, c.ID), res.From, res.To, res.Event, res.Reason), fields...)
 	r.count("transitions", 1)
-	zerolog.Ctx(ctx).Info().Int64("case_id", c.ID).Str("from", res.From).Str("to", res.To).Str("event", res.Event).
+	// A line per case: at info under cron, demoted while a progress bar shows.
+	run.Item(ctx).Int64("case_id", c.ID).Str("from", res.From).Str("to", res.To).Str("event", res.Event).
 		Str("actor", req.actor).Str("reason", res.Reason).Msg("transition")
 	if r.dry {
 		r.mu.Lock()

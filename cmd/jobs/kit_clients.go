@@ -71,11 +71,6 @@ func (g *cloudstackFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.timeout, "cloudstack-timeout", 60*time.Second, "bound on each CloudStack request")
 }
 
-// configured reports whether any CloudStack setting was given.
-func (g *cloudstackFlags) configured() bool {
-	return g.url != "" || g.key != "" || g.secret != ""
-}
-
 // orchestratorClient is what the group builds: the client, or its dry-run stand-in,
 // whose reads go to CloudStack and whose changes are refused.
 type orchestratorClient interface {

@@ -186,7 +186,6 @@ func summary(recs []orchestrator.UsageRecord) []string {
 	return out
 }
 
-
 func TestUsageFromTheFakesState(t *testing.T) {
 	w := newUsageWorld(t)
 	c := w.client()

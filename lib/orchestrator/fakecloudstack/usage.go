@@ -336,7 +336,7 @@ func (s *Server) usageListing(from, to, now time.Time) *usageListing {
 	if first.Before(from) {
 		first = first.Add(time.Hour)
 	}
-	for h := first; !h.Add(time.Hour - time.Second).After(to) && !h.Add(time.Hour).After(processed); h = h.Add(time.Hour) {
+	for h := first; !h.Add(time.Hour-time.Second).After(to) && !h.Add(time.Hour).After(processed); h = h.Add(time.Hour) {
 		start := len(l.refs)
 		for i, u := range s.usage.vms {
 			if !visible(u.id) {

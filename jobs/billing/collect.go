@@ -303,20 +303,34 @@ func (c *collector) readWindow(ctx context.Context, from, to time.Time) (int, er
 		}
 	}()
 	n := 0
+	var batch []orchestrator.UsageRecord
 	for p := range pages {
 		if p.err != nil {
 			return n, p.err
 		}
 		n += len(p.page.Records)
-		if err := c.page(ctx, p.page.Records); err != nil {
+		batch = append(batch, p.page.Records...)
+		if len(batch) < writeBatch {
+			continue
+		}
+		if err := c.page(ctx, batch); err != nil {
 			return n, err
 		}
+		batch = batch[:0]
+	}
+	if len(batch) > 0 {
+		return n, c.page(ctx, batch)
 	}
 	return n, nil
 }
 
-// page handles one page: drops the window's duplicates, skips what is stored
-// unchanged, maps the rest and writes it with the usage rows it changes.
+// writeBatch is how many records are written together: two of CloudStack's largest
+// pages, so each statement's fixed cost is spread over more rows.
+const writeBatch = 1000
+
+// page handles a batch of records (writeBatch, or a window's last): drops the
+// window's duplicates, skips what is stored unchanged, maps the rest and writes it
+// with the usage rows it changes.
 func (c *collector) page(ctx context.Context, recs []orchestrator.UsageRecord) error {
 	c.rep.Count("records_read", int64(len(recs)))
 	cand := make([]*rawRow, 0, len(recs))
@@ -730,10 +744,26 @@ func (c *collector) derive(ctx context.Context, q queryer, keys []usageKey) (int
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	args := make([]any, 0, len(keys)*3)
+	want := make(map[usageKey]bool, len(keys))
+	var resources, products []any
+	var hours []any
+	seenR, seenP, seenH := map[string]bool{}, map[string]bool{}, map[time.Time]bool{}
 	for _, k := range keys {
-		args = append(args, k.resource, k.product, k.hour)
+		want[k] = true
+		if !seenR[k.resource] {
+			seenR[k.resource] = true
+			resources = append(resources, k.resource)
+		}
+		if !seenP[k.product] {
+			seenP[k.product] = true
+			products = append(products, k.product)
+		}
+		if !seenH[k.hour] {
+			seenH[k.hour] = true
+			hours = append(hours, k.hour)
+		}
 	}
+	args := append(append(append(make([]any, 0, len(resources)+len(products)+len(hours)), resources...), products...), hours...)
 	type sum struct {
 		quantity Micros
 		account  int64
@@ -767,7 +797,7 @@ func (c *collector) derive(ctx context.Context, q queryer, keys []usageKey) (int
 			}
 		}
 	}
-	rows, err := q.QueryContext(ctx, selectKeyRawSQL(len(keys)), args...)
+	rows, err := q.QueryContext(ctx, selectKeyRawSQL(len(resources), len(products), len(hours)), args...)
 	if err != nil {
 		return 0, fmt.Errorf("collect: sum usage: %w", err)
 	}
@@ -788,9 +818,13 @@ func (c *collector) derive(ctx context.Context, q queryer, keys []usageKey) (int
 		if c.plannedRaw[identity] != nil {
 			continue
 		}
+		k.hour = k.hour.UTC()
+		if !want[k] {
+			continue
+		}
 		m, err := ParseMicros(qty)
 		if err == nil {
-			err = add(usageKey{k.resource, k.product, k.hour.UTC()}, identity, acct, m, start)
+			err = add(k, identity, acct, m, start)
 		}
 		if err != nil {
 			rows.Close()
@@ -803,7 +837,7 @@ func (c *collector) derive(ctx context.Context, q queryer, keys []usageKey) (int
 	}
 
 	current := make(map[usageKey]usageVal, len(keys))
-	rows, err = q.QueryContext(ctx, selectUsageSQL(len(keys)), args...)
+	rows, err = q.QueryContext(ctx, selectUsageSQL(len(resources), len(products), len(hours)), args...)
 	if err != nil {
 		return 0, fmt.Errorf("collect: read usage rows: %w", err)
 	}
@@ -816,6 +850,9 @@ func (c *collector) derive(ctx context.Context, q queryer, keys []usageKey) (int
 			return 0, fmt.Errorf("collect: read usage rows: %w", err)
 		}
 		k.hour = k.hour.UTC()
+		if !want[k] {
+			continue
+		}
 		if v.quantity, err = ParseMicros(qty); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("collect: read usage rows: %w", err)

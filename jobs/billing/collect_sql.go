@@ -43,16 +43,14 @@ ON DUPLICATE KEY UPDATE content_hash = VALUES(content_hash), account_name = VALU
   account_id = VALUES(account_id), product = VALUES(product), hour = VALUES(hour),
   quantity = VALUES(quantity), changed_at = VALUES(changed_at)`
 
-	// selectKeyRawPrefix loads the collected records of some usage_records keys;
-	// followed by orList(n, keyRawGroup).
+	// selectKeyRawSQL and selectUsageSQL load the rows of a set of usage_records
+	// keys: resource IN (...) AND product IN (...) AND hour IN (...), a superset the
+	// caller filters. MariaDB plans that as point ranges on the keys' index in
+	// milliseconds, where an OR of 500 (resource, product, hour) triples, or a row
+	// IN, spends a third of a second in the range optimizer.
 	selectKeyRawPrefix = `SELECT identity, usage_id, product, hour, account_id, quantity, start_date
-FROM cloudstack_usage WHERE status = 'collected' AND (`
-	keyRawGroup = `(usage_id = ? AND product = ? AND hour = ?)`
-
-	// selectUsagePrefix loads usage_records rows by key; followed by orList(n,
-	// keyUsageGroup) and ")".
-	selectUsagePrefix = `SELECT resource_id, product, hour, account_id, quantity FROM usage_records WHERE (`
-	keyUsageGroup     = `(resource_id = ? AND product = ? AND hour = ?)`
+FROM cloudstack_usage WHERE status = 'collected' AND usage_id IN `
+	selectUsagePrefix = `SELECT resource_id, product, hour, account_id, quantity FROM usage_records WHERE resource_id IN `
 
 	// upsertUsagePrefix writes usage_records rows whose value changed; followed by
 	// valueRows(n, usageRowGroup) and upsertUsageSuffix. Only changed rows are sent,
@@ -82,16 +80,16 @@ func valueRows(n int, group string) string {
 	return strings.TrimSuffix(strings.Repeat(group+", ", n), ", ")
 }
 
-// orList is n copies of group joined with OR, closed by the prefix's parenthesis.
-func orList(n int, group string) string {
-	return strings.TrimSuffix(strings.Repeat(group+" OR ", n), " OR ") + ")"
+// keySet is the IN lists that follow selectKeyRawPrefix and selectUsagePrefix.
+func keySet(resources, products, hours int) string {
+	return inList(resources) + " AND product IN " + inList(products) + " AND hour IN " + inList(hours)
 }
 
-func selectRawSQL(n int) string    { return selectRawPrefix + inList(n) }
-func upsertRawSQL(n int) string    { return upsertRawPrefix + valueRows(n, rawRowGroup) + upsertRawSuffix }
-func selectKeyRawSQL(n int) string { return selectKeyRawPrefix + orList(n, keyRawGroup) }
-func selectUsageSQL(n int) string  { return selectUsagePrefix + orList(n, keyUsageGroup) }
+func selectRawSQL(n int) string { return selectRawPrefix + inList(n) }
+func upsertRawSQL(n int) string { return upsertRawPrefix + valueRows(n, rawRowGroup) + upsertRawSuffix }
 func upsertUsageSQL(n int) string {
 	return upsertUsagePrefix + valueRows(n, usageRowGroup) + upsertUsageSuffix
 }
-func selectAccountsSQL(n int) string { return selectAccountsPrefix + inList(n) }
+func selectAccountsSQL(n int) string     { return selectAccountsPrefix + inList(n) }
+func selectKeyRawSQL(r, p, h int) string { return selectKeyRawPrefix + keySet(r, p, h) }
+func selectUsageSQL(r, p, h int) string  { return selectUsagePrefix + keySet(r, p, h) }

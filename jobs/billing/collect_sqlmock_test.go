@@ -196,10 +196,10 @@ func TestCollectPageCommitsRawAndUsageTogether(t *testing.T) {
 	mock.ExpectBegin()
 	mock.ExpectExec(upsertRawSQL(1)).WillReturnResult(sqlmock.NewResult(1, 1))
 	h := day.Add(10 * time.Hour)
-	mock.ExpectQuery(selectKeyRawSQL(1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(
+	mock.ExpectQuery(selectKeyRawSQL(1, 1, 1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(
 		sqlmock.NewRows([]string{"identity", "usage_id", "product", "hour", "account_id", "quantity", "start_date"}).
 			AddRow(id[:], "vm-1", "instance.small", h, 1, "1.000000", h))
-	mock.ExpectQuery(selectUsageSQL(1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(sqlmock.NewRows([]string{"resource_id"}))
+	mock.ExpectQuery(selectUsageSQL(1, 1, 1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(sqlmock.NewRows([]string{"resource_id"}))
 	mock.ExpectExec(upsertUsageSQL(1)).WithArgs(int64(1), "vm-1", "instance.small", h, "1.000000").WillReturnResult(sqlmock.NewResult(1, 1))
 	mock.ExpectCommit()
 	mock.ExpectExec(saveCollectStateSQL).WithArgs(day.Add(11*time.Hour), now, now).WillReturnResult(sqlmock.NewResult(0, 1))
@@ -231,14 +231,14 @@ func TestCollectPageRollsBackWhenAStepFails(t *testing.T) {
 		}},
 		{"sum", func(mock sqlmock.Sqlmock) {
 			mock.ExpectExec(upsertRawSQL(1)).WillReturnResult(sqlmock.NewResult(1, 1))
-			mock.ExpectQuery(selectKeyRawSQL(1)).WithArgs("vm-1", "instance.small", h).WillReturnError(boom)
+			mock.ExpectQuery(selectKeyRawSQL(1, 1, 1)).WithArgs("vm-1", "instance.small", h).WillReturnError(boom)
 		}},
 		{"usage", func(mock sqlmock.Sqlmock) {
 			mock.ExpectExec(upsertRawSQL(1)).WillReturnResult(sqlmock.NewResult(1, 1))
-			mock.ExpectQuery(selectKeyRawSQL(1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(
+			mock.ExpectQuery(selectKeyRawSQL(1, 1, 1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(
 				sqlmock.NewRows([]string{"identity", "usage_id", "product", "hour", "account_id", "quantity", "start_date"}).
 					AddRow(id[:], "vm-1", "instance.small", h, 1, "1.000000", h))
-			mock.ExpectQuery(selectUsageSQL(1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(sqlmock.NewRows([]string{"resource_id"}))
+			mock.ExpectQuery(selectUsageSQL(1, 1, 1)).WithArgs("vm-1", "instance.small", h).WillReturnRows(sqlmock.NewRows([]string{"resource_id"}))
 			mock.ExpectExec(upsertUsageSQL(1)).WillReturnError(boom)
 		}},
 	} {

@@ -6,9 +6,6 @@ import "strings"
 // the helpers below repeat a constant group, so only values travel as parameters.
 
 const (
-	// collectStateName is collect's row in usage_collect_state.
-	collectStateName = "cloudstack"
-
 	// selectCollectStateSQL reads coverage and how far the last run read.
 	selectCollectStateSQL = `SELECT coverage, read_to FROM usage_collect_state WHERE name = 'cloudstack'`
 

@@ -117,7 +117,7 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	rep := run.NewReport("billing")
 	phases := []func(context.Context) (*run.Report, error){j.Rate, j.Close, j.Charge}
 	if j.Config.Products != nil && j.Config.Account == 0 {
-		phases = append([]func(context.Context) (*run.Report, error){j.Collect}, phases...)
+		phases = append([]func(context.Context) (*run.Report, error){j.collectPhase}, phases...)
 	}
 	for _, phase := range phases {
 		r, err := phase(ctx)

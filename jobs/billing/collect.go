@@ -72,6 +72,21 @@ func (j *Job) Collect(ctx context.Context) (*run.Report, error) {
 	return c.rep, err
 }
 
+// collectPhase is Collect as the first phase of Run. When CloudStack cannot be read
+// (down, refusing, a listing that keeps changing), the failure is reported (exit 3)
+// and rating goes on with the usage already collected: close waits for coverage, and
+// usage collected later reaches rating as late usage. A cancelled run, or a usage
+// error, stops the run as any phase's error does.
+func (j *Job) collectPhase(ctx context.Context) (*run.Report, error) {
+	rep, err := j.Collect(ctx)
+	if err == nil || ctx.Err() != nil || errors.Is(err, run.ErrUsage) {
+		return rep, err
+	}
+	zerolog.Ctx(ctx).Error().Err(err).Msg("collect failed; rating the usage already collected")
+	rep.Problem("collect_failed", "cloudstack usage", err.Error())
+	return rep, nil
+}
+
 // collectLookback is Config.CollectLookback or the default.
 func (j *Job) collectLookback() time.Duration {
 	if j.Config.CollectLookback > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cronkit/cronkit/lib/orchestrator"
 	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
+	"github.com/cronkit/cronkit/lib/payment"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -430,5 +431,22 @@ VALUES (1, 'instance.small', ?, 1, 0.5, 0.5, 'USD', 'rated', ?)`, t0.Add(-2*time
 	j.Config.Month = time.Time{}
 	if _, err := j.Close(testCtx()); err != nil || count(t, w.db, `SELECT COUNT(*) FROM invoices`) != 1 {
 		t.Fatalf("close once covered: %v", err)
+	}
+}
+
+func TestRunRatesWhenCloudStackCannotBeRead(t *testing.T) {
+	w := newCollectWorld(t)
+	w.collect()
+	w.fake.FailNext("listUsageRecords", 10, 530)
+	j := w.job(false)
+	j.Now = at(day.Add(14 * time.Hour))
+	j.Payments = payment.NewDryRun(nil) // nothing to charge: no month has ended
+	rep, err := j.Run(testCtx())
+	if err != nil || !hasProblem(rep, "collect_failed", "cloudstack usage") {
+		t.Fatalf("run: %v\n%s", err, problems(rep))
+	}
+	// Rating still ran: the collected hours are charged (unpriced, as no price is set).
+	if n := count(t, w.db, `SELECT COUNT(*) FROM charges WHERE hour = ?`, day.Add(9*time.Hour)); n != 3 {
+		t.Fatalf("charges of 09:00: %d, want 3 (rating ran after collect failed)", n)
 	}
 }

@@ -6,28 +6,33 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cronkit/cronkit/jobs/billing"
+	"github.com/cronkit/cronkit/lib/orchestrator"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// billingCommand is `jobs billing [rate|close|charge|show-invoice ID]`: the phases
-// alone for ops, all three in order by default (hourly from cron).
+// billingCommand is `jobs billing [collect|rate|close|charge|show-invoice ID]`: the
+// phases alone for ops, all of them in order by default (hourly from cron); collect
+// only with --products.
 func billingCommand() *command {
 	return &command{
 		name:    "billing",
-		summary: "rate usage hourly, close ended months into invoices, charge them (rate|close|charge|show-invoice ID)",
-		verbs:   []string{"rate", "close", "charge", "show-invoice"},
+		summary: "collect usage from CloudStack (--products), rate it hourly, close ended months into invoices, charge them (collect|rate|close|charge|show-invoice ID)",
+		verbs:   []string{"collect", "rate", "close", "charge", "show-invoice"},
 		setup: func(e *env, fs *flag.FlagSet) commandFunc {
 			k := newJobKit(e, fs, "billing", 50*time.Minute)
 			var clock clockFlags
 			var stripe stripeFlags
+			var cs cloudstackFlags
 			var f billingFlags
 			clock.register(fs)
 			stripe.register(fs)
+			cs.register(fs)
 			f.register(fs)
 			return func(ctx context.Context, verb string, args []string) error {
 				if verb == "show-invoice" {
@@ -49,9 +54,20 @@ func billingCommand() *command {
 				if err != nil {
 					return err
 				}
+				var usage billing.UsageSource
+				if cfg.Products, err = f.loadProducts(verb); err != nil {
+					return err
+				}
+				if cfg.Products != nil {
+					if usage, err = cs.client(k.run.dryRun); err != nil {
+						return fmt.Errorf("--products turns collect on: %w", err)
+					}
+				}
 				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
-					j := &billing.Job{DB: db, Payments: pay, Config: cfg, Now: now}
+					j := &billing.Job{DB: db, Payments: pay, Usage: usage, Config: cfg, Now: now}
 					switch verb {
+					case "collect":
+						return j.Collect(ctx)
 					case "rate":
 						return j.Rate(ctx)
 					case "close":
@@ -84,6 +100,9 @@ type billingFlags struct {
 	retryDays string
 	netDays   int
 	month     string
+	products  string
+	lookback  time.Duration
+	pageSize  int
 }
 
 func (f *billingFlags) register(fs *flag.FlagSet) {
@@ -91,11 +110,44 @@ func (f *billingFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.retryDays, "retry-days", "1,3,5,7", "retry a declined invoice this many days after it opened, comma-separated")
 	fs.IntVar(&f.netDays, "net-days", 0, "payment term: an invoice is due this many days after it opens")
 	fs.StringVar(&f.month, "month", "", "close only this month, YYYY-MM (with the close verb)")
+	fs.StringVar(&f.products, "products", "", "product mapping (TOML, see jobs/billing/products.example.toml): turns on collecting usage from CloudStack")
+	fs.DurationVar(&f.lookback, "collect-lookback", billing.DefaultCollectLookback, "collect reads again this far behind its last read (the usage server writes late)")
+	fs.IntVar(&f.pageSize, "collect-page-size", orchestrator.DefaultPageSize, "listUsageRecords page size (CloudStack's default.page.size caps it)")
+}
+
+// loadProducts reads and checks --products at start: a mapping that cannot be used
+// is a usage error (exit 2) naming the file and the entry. Nil when collect is off.
+func (f *billingFlags) loadProducts(verb string) (*billing.Products, error) {
+	if f.products == "" {
+		if verb == "collect" {
+			return nil, run.Usagef("'jobs billing collect' needs --products (or CRONKIT_PRODUCTS): the product mapping")
+		}
+		return nil, nil
+	}
+	data, err := os.ReadFile(f.products)
+	if err != nil {
+		return nil, run.Usagef("--products: %v", err)
+	}
+	p, err := billing.ParseProducts(data)
+	if err != nil {
+		return nil, run.Usagef("--products %s: %v", f.products, err)
+	}
+	return p, nil
 }
 
 // config checks billing's flags and builds the job's configuration.
 func (f *billingFlags) config(verb string, now time.Time, o runFlags) (billing.Config, error) {
-	cfg := billing.Config{SettleDelay: f.settle, NetDays: f.netDays, Account: o.account, DryRun: o.dryRun}
+	cfg := billing.Config{SettleDelay: f.settle, NetDays: f.netDays, Account: o.account, DryRun: o.dryRun,
+		CollectLookback: f.lookback, CollectPageSize: f.pageSize}
+	if f.lookback <= 0 {
+		return cfg, run.Usagef("--collect-lookback must be positive")
+	}
+	if f.pageSize <= 0 || f.pageSize > orchestrator.DefaultPageSize {
+		return cfg, run.Usagef("--collect-page-size must be between 1 and %d", orchestrator.DefaultPageSize)
+	}
+	if verb == "collect" && o.account != 0 {
+		return cfg, run.Usagef("'jobs billing collect' reads every account's usage: --account does not apply")
+	}
 	if f.settle < 0 {
 		return cfg, run.Usagef("--settle-delay must not be negative")
 	}

@@ -57,6 +57,14 @@ type Config struct {
 	Month time.Time
 	// DryRun makes every phase plan instead of act: only SELECTs, no provider call.
 	DryRun bool
+	// Products, when set, turns collect on: the first phase of Run reads CloudStack's
+	// usage into usage_records, mapped to products by it (see Collect).
+	Products *Products
+	// CollectLookback is how far behind its last read collect reads again; default
+	// 48 hours. CollectPageSize is listUsageRecords' page size; default the client's
+	// (500).
+	CollectLookback time.Duration
+	CollectPageSize int
 }
 
 // DefaultSettleDelay and DefaultRetrySchedule are the defaults of Config.
@@ -73,7 +81,9 @@ func DefaultRetrySchedule() []time.Duration {
 type Job struct {
 	DB       *sql.DB
 	Payments Payments
-	Config   Config
+	// Usage is CloudStack's usage server, needed by collect only.
+	Usage  UsageSource
+	Config Config
 	// Now is the clock; nil means time.Now. Tests and `--now` fix it.
 	Now func() time.Time
 }
@@ -100,11 +110,16 @@ func (j *Job) retrySchedule() []time.Duration {
 	return DefaultRetrySchedule()
 }
 
-// Run runs the three phases in order: rate, close, charge. A phase's item-level
-// problems do not stop the next phase; an error (database gone, cancelled) does.
+// Run runs the phases in order: collect (when Config.Products is set and the run is
+// not limited to one account), rate, close, charge. A phase's item-level problems do
+// not stop the next phase; an error (database gone, cancelled) does.
 func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	rep := run.NewReport("billing")
-	for _, phase := range []func(context.Context) (*run.Report, error){j.Rate, j.Close, j.Charge} {
+	phases := []func(context.Context) (*run.Report, error){j.Rate, j.Close, j.Charge}
+	if j.Config.Products != nil && j.Config.Account == 0 {
+		phases = append([]func(context.Context) (*run.Report, error){j.collectPhase}, phases...)
+	}
+	for _, phase := range phases {
 		r, err := phase(ctx)
 		rep.Merge(r)
 		if err != nil {

@@ -106,6 +106,18 @@ func (c *closer) closeMonth(ctx context.Context, m time.Time, explicit bool) (bo
 		}
 		return false, nil
 	}
+	// With collect in use, the month's last usage may still be on the usage server.
+	if cov, ok, err := collectCoverage(ctx, c.j.DB); err != nil {
+		return false, fmt.Errorf("close %s: %w", label, err)
+	} else if ok && cov.Before(end) {
+		if explicit {
+			c.rep.Problem("month_not_collected", "period "+label, "usage is collected to "+fmtHour(cov)+"; close the month once collect's coverage passes its end")
+		} else {
+			c.rep.Count("months_waiting", 1)
+			log.Info().Time("coverage", cov).Msg("month's usage not fully collected yet; closing it later")
+		}
+		return false, nil
+	}
 	q := `SELECT DISTINCT account_id FROM charges WHERE invoice_id IS NULL AND status = 'rated' AND hour >= ? AND hour < ?`
 	args := []any{m, end}
 	if a := c.j.Config.Account; a != 0 {

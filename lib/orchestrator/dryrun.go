@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 )
 
 // ErrDryRun is what every mutating method of DryRun returns: a dry run that reaches
@@ -20,6 +21,8 @@ type Reader interface {
 	VMs(ctx context.Context, f ListVMs) iter.Seq2[VM, error]
 	VMMetrics(ctx context.Context, accountID string) ([]VM, error)
 	ListingCalls(ctx context.Context) (int, error)
+	UsagePages(ctx context.Context, f ListUsage) iter.Seq2[UsagePage, error]
+	UsageCoverage(ctx context.Context) (time.Time, error)
 }
 
 var (
@@ -70,6 +73,24 @@ func (d *DryRun) ListingCalls(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("listing calls: %w (no orchestrator to read from)", ErrDryRun)
 	}
 	return d.Reader.ListingCalls(ctx)
+}
+
+// UsagePages reads through Reader: collecting usage changes nothing in CloudStack.
+func (d *DryRun) UsagePages(ctx context.Context, f ListUsage) iter.Seq2[UsagePage, error] {
+	if d.Reader == nil {
+		return func(yield func(UsagePage, error) bool) {
+			yield(UsagePage{}, fmt.Errorf("list usage: %w (no orchestrator to read from)", ErrDryRun))
+		}
+	}
+	return d.Reader.UsagePages(ctx, f)
+}
+
+// UsageCoverage reads through Reader.
+func (d *DryRun) UsageCoverage(ctx context.Context) (time.Time, error) {
+	if d.Reader == nil {
+		return time.Time{}, fmt.Errorf("usage server metrics: %w (no orchestrator to read from)", ErrDryRun)
+	}
+	return d.Reader.UsageCoverage(ctx)
 }
 
 // StopVM refuses: a dry run stops no VM.

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cronkit/cronkit/lib/internal/standintest"
 	"github.com/cronkit/cronkit/lib/orchestrator"
@@ -20,6 +21,8 @@ var clientMethods = standintest.Methods{
 	"VMs":            standintest.Reads,
 	"VMMetrics":      standintest.Reads,
 	"ListingCalls":   standintest.Reads,
+	"UsagePages":     standintest.Reads,
+	"UsageCoverage":  standintest.Reads,
 	"StopVM":         standintest.Mutates,
 	"StartVM":        standintest.Mutates,
 	"DestroyVM":      standintest.Mutates,
@@ -59,6 +62,18 @@ func (r *recordingReader) VMMetrics(_ context.Context, accountID string) ([]orch
 func (r *recordingReader) ListingCalls(context.Context) (int, error) {
 	r.calls = append(r.calls, "ListingCalls")
 	return 2, r.err
+}
+
+func (r *recordingReader) UsagePages(_ context.Context, f orchestrator.ListUsage) iter.Seq2[orchestrator.UsagePage, error] {
+	r.calls = append(r.calls, "UsagePages")
+	return func(yield func(orchestrator.UsagePage, error) bool) {
+		yield(orchestrator.UsagePage{Number: 1, Records: []orchestrator.UsageRecord{{UsageID: "usage-from-" + f.Start.Format("2006-01-02")}}}, r.err)
+	}
+}
+
+func (r *recordingReader) UsageCoverage(context.Context) (time.Time, error) {
+	r.calls = append(r.calls, "UsageCoverage")
+	return time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC), r.err
 }
 
 func TestDryRunRefusesEveryChange(t *testing.T) {
@@ -108,6 +123,20 @@ func TestDryRunReadsDelegate(t *testing.T) {
 		t.Errorf("ListingCalls = %d, %v; want the reader's 2, %v", n, err, errReader)
 	}
 
+	n = 0
+	for pg, err := range d.UsagePages(ctx, orchestrator.ListUsage{Start: time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)}) {
+		n++
+		if len(pg.Records) != 1 || pg.Records[0].UsageID != "usage-from-2025-03-01" || !errors.Is(err, errReader) {
+			t.Errorf("UsagePages yielded %+v, %v; want the reader's page, %v", pg, err, errReader)
+		}
+	}
+	if n != 1 {
+		t.Errorf("UsagePages yielded %d times, want the reader's one", n)
+	}
+	if cov, err := d.UsageCoverage(ctx); !cov.Equal(time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC)) || !errors.Is(err, errReader) {
+		t.Errorf("UsageCoverage = %v, %v; want the reader's 2025-03-02, %v", cov, err, errReader)
+	}
+
 	slices.Sort(r.calls)
 	if want := standintest.ReadNames(clientMethods); !slices.Equal(r.calls, want) {
 		t.Errorf("reader saw %q, want each read once: %q", r.calls, want)
@@ -125,6 +154,15 @@ func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
 	}
 	if _, err := d.ListingCalls(ctx); !errors.Is(err, orchestrator.ErrDryRun) {
 		t.Errorf("ListingCalls without reader: %v, want ErrDryRun", err)
+	}
+
+	if _, err := d.UsageCoverage(ctx); !errors.Is(err, orchestrator.ErrDryRun) {
+		t.Errorf("UsageCoverage without reader: %v, want ErrDryRun", err)
+	}
+	for _, err := range d.UsagePages(ctx, orchestrator.ListUsage{}) {
+		if !errors.Is(err, orchestrator.ErrDryRun) {
+			t.Errorf("UsagePages without reader yielded %v, want ErrDryRun", err)
+		}
 	}
 	n := 0
 	for _, err := range d.VMs(ctx, orchestrator.ListVMs{}) {

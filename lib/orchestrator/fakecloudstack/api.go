@@ -137,6 +137,7 @@ func (s *Server) handle(command string, p params, now time.Time) reply {
 			j.polls++
 		}
 	}
+	s.at = now
 	s.advance(now)
 
 	switch command { // CloudStack matches command names case-sensitively
@@ -158,6 +159,10 @@ func (s *Server) handle(command string, p params, now time.Time) reply {
 		return s.enableAccount(command, p)
 	case "queryAsyncJobResult":
 		return s.queryAsyncJobResult(command, p)
+	case "listUsageRecords":
+		return s.listUsageRecords(command, p, now)
+	case "listUsageServerMetrics":
+		return s.listUsageServerMetrics(command, now)
 	default:
 		return apiError(command, 432, fmt.Sprintf("The given command %s either does not exist or is not implemented by fakecloudstack", command))
 	}

@@ -22,10 +22,13 @@ type Fixtures struct {
 	Credentials []Credential `json:"credentials"`
 	Accounts    []Account    `json:"accounts"`
 	VMs         []VM         `json:"vms"`
+	// Volumes and IPs feed the usage server (listUsageRecords) beside the VMs.
+	Volumes []Volume   `json:"volumes,omitempty"`
+	IPs     []PublicIP `json:"ips,omitempty"`
 }
 
 // LoadFixtures seeds the fake from a Fixtures JSON document, adding credentials, then
-// accounts, then VMs (each VM's account must come before it). Unknown fields are an
+// accounts, then VMs, volumes and IPs (each one's account must come before it). Unknown fields are an
 // error, so a typo in a fixture file fails loudly instead of seeding the wrong world.
 func (s *Server) LoadFixtures(r io.Reader) error {
 	dec := json.NewDecoder(r)
@@ -47,6 +50,16 @@ func (s *Server) LoadFixtures(r io.Reader) error {
 	}
 	for _, v := range f.VMs {
 		if _, err := s.AddVM(v); err != nil {
+			return fmt.Errorf("fakecloudstack: load fixtures: %w", err)
+		}
+	}
+	for _, v := range f.Volumes {
+		if _, err := s.AddVolume(v); err != nil {
+			return fmt.Errorf("fakecloudstack: load fixtures: %w", err)
+		}
+	}
+	for _, ip := range f.IPs {
+		if _, err := s.AddPublicIP(ip); err != nil {
 			return fmt.Errorf("fakecloudstack: load fixtures: %w", err)
 		}
 	}

@@ -129,13 +129,13 @@ func (s *Server) stopVM(command string, p params, now time.Time) reply {
 	case from == "Destroyed" || from == "Expunging":
 		fail = fmt.Sprintf("Unable to stop VM %s: it is in state %s", v.ID, from)
 	case from == "Running":
-		v.State = "Stopping"
+		s.setState(v, "Stopping")
 	}
 	return s.startJob(command, cmdStopVM, "VirtualMachine", v.ID, now, func() (map[string]any, int, string) {
 		if fail != "" {
 			return nil, asyncFailureCode, fail
 		}
-		v.State = "Stopped"
+		s.setState(v, "Stopped")
 		s.counters.Stops++
 		return map[string]any{"virtualmachine": s.renderVM(v, v.State)}, 0, ""
 	})
@@ -157,13 +157,13 @@ func (s *Server) startVM(command string, p params, now time.Time) reply {
 		// CloudStack refuses to start a disabled account's VM (PermissionDenied).
 		code, fail = 531, fmt.Sprintf("The owner of VM %s is disabled: %s", v.ID, v.AccountID)
 	case from == "Stopped":
-		v.State = "Starting"
+		s.setState(v, "Starting")
 	}
 	return s.startJob(command, cmdStartVM, "VirtualMachine", v.ID, now, func() (map[string]any, int, string) {
 		if fail != "" {
 			return nil, code, fail
 		}
-		v.State = "Running"
+		s.setState(v, "Running")
 		s.counters.Starts++
 		return map[string]any{"virtualmachine": s.renderVM(v, v.State)}, 0, ""
 	})
@@ -187,11 +187,12 @@ func (s *Server) destroyVM(command string, p params, now time.Time) reply {
 		}
 		s.counters.Destroys++
 		if !expunge {
-			v.State = "Destroyed"
+			s.setState(v, "Destroyed")
 			return map[string]any{"virtualmachine": s.renderVM(v, v.State)}, 0, ""
 		}
 		s.counters.Expunges++
 		out := s.renderVM(v, "Expunging")
+		s.setState(v, "Expunged")
 		delete(s.vms, v.ID)
 		s.vmOrder = slices.DeleteFunc(s.vmOrder, func(id string) bool { return id == v.ID })
 		return map[string]any{"virtualmachine": out}, 0, ""
@@ -225,7 +226,7 @@ func (s *Server) disableAccount(command string, p params, now time.Time) reply {
 			}
 			total++
 			if !lock && (v.State == "Running" || v.State == "Starting") {
-				v.State = "Stopped"
+				s.setState(v, "Stopped")
 			}
 			if v.State == "Running" {
 				running++

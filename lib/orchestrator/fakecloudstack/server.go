@@ -110,6 +110,11 @@ type Server struct {
 
 	pendingPolls int
 	asyncDelay   time.Duration
+
+	// at is the instant of the request being handled: state changes are stamped
+	// with it, for the usage server.
+	at    time.Time
+	usage usageServer
 }
 
 type injectedFailure struct {
@@ -129,6 +134,7 @@ func New() *Server {
 		failNext:  map[string]*injectedFailure{},
 		failAsync: map[string]int{},
 		latency:   map[string]time.Duration{},
+		usage:     newUsageServer(),
 	}
 }
 
@@ -248,6 +254,7 @@ func (s *Server) AddVM(v VM) (VM, error) {
 	stored := v
 	s.vms[v.ID] = &stored
 	s.vmOrder = append(s.vmOrder, v.ID)
+	s.trackVM(&stored)
 	return v, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cronkit/cronkit/lib/mysql"
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
+	"github.com/pressly/goose/v3"
 )
 
 func TestLockExclusive(t *testing.T) {
@@ -161,5 +162,45 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 	err = mysql.CheckSchema(ctx, d.DB)
 	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration %d lacks migration 2, which this binary needs: run jobs migrate", want) {
 		t.Fatalf("a lower migration missing: %v", err)
+	}
+}
+
+// A database of the previous release (the library's 50 applied, billing's newer 22
+// not yet written) migrates forward: goose applies the lower version out of order.
+func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
+	d := mysqltest.NewEmpty(t)
+	ctx := context.Background()
+	p, err := goose.NewProvider(goose.DialectMySQL, d.DB, mysql.Migrations(), goose.WithAllowOutofOrder(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 21); err != nil {
+		t.Fatal(err)
+	}
+	var later []int64
+	for _, s := range p.ListSources() {
+		if s.Version >= 40 && s.Version <= 50 {
+			later = append(later, s.Version)
+			if _, err := p.ApplyVersion(ctx, s.Version, true); err != nil {
+				t.Fatalf("apply %d: %v", s.Version, err)
+			}
+		}
+	}
+	if len(later) == 0 {
+		t.Fatal("no migrations in 40-50")
+	}
+	err = mysql.CheckSchema(ctx, d.DB)
+	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), "lacks migration 22") {
+		t.Fatalf("before: %v", err)
+	}
+	var out bytes.Buffer
+	if err := mysql.Migrate(ctx, d.DB, "up", &out); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "00022") {
+		t.Fatalf("22 not applied:\n%s", out.String())
+	}
+	if err := mysql.CheckSchema(ctx, d.DB); err != nil {
+		t.Fatalf("after: %v", err)
 	}
 }

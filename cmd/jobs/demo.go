@@ -112,6 +112,10 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	if err := os.WriteFile(domains, []byte(strings.Join(fixtures.DisposableDomains, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
+	products := filepath.Join(dir, "products.toml")
+	if err := os.WriteFile(products, []byte(fixtures.Products), 0o644); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "fake Stripe %s, fake CloudStack %s, SMTP sink %s\n", stripeURL, csURL, sink.Addr())
 
 	// The reports tell the story; logs (one line per event) only from warnings up,
@@ -131,6 +135,8 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 		"CRONKIT_SMTP_TLS=none",
 		"CRONKIT_MAIL_FROM=billing@cronkit.example",
 		"CRONKIT_DISPOSABLE_DOMAINS="+domains,
+		// billing collects the last hours of usage from the fake CloudStack first.
+		"CRONKIT_PRODUCTS="+products,
 	)
 	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
 		childEnv = append(childEnv, "CRONKIT_LOG_LEVEL=warn")
@@ -140,7 +146,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	steps := []demoStep{
 		{title: "every schedule in crontab/ parses and names real commands", args: []string{"crontab", "check", "--dir", "crontab", "--next", "1"}, ok: []int{0}},
 		{title: "billing, dry run with a SELECT-only database user: what would be rated, invoiced, charged", args: []string{"billing", "--dry-run", "--now", day(0)}, dsn: roDSN, ok: []int{0, 3}},
-		{title: "billing for real: rate every closed hour, close last month, charge (one card declines)", args: []string{"billing", "--now", day(0)}, ok: []int{0, 3}},
+		{title: fmt.Sprintf("billing for real: collect the last %dh of usage from CloudStack, rate every closed hour, close last month, charge (one card declines)", fixtures.CollectedHours), args: []string{"billing", "--now", day(0)}, ok: []int{0, 3}},
 		{title: "billing again: nothing is billed or charged twice", args: []string{"billing", "--now", day(0)}, ok: []int{0, 3}},
 		{title: "abuse, dry run: the transitions it would make and the facts behind them", args: []string{"abuse", "--dry-run", "--now", day(0)}, dsn: roDSN, ok: []int{0, 3}},
 		{title: "abuse for real: the late payer is reminded, the miner flagged and suspended", args: []string{"abuse", "--now", day(0)}, ok: []int{0, 3}},

@@ -4,11 +4,21 @@
 // pass hands queued rows to the SMTP Sender (go-mail). The outbox row carries a unique
 // key per business step, so a crash or a rerun never sends a step twice, and the
 // suppression list keeps mail away from people who unsubscribed or bounced.
+//
+// # Marketing and transactional mail
+//
+// Every message has a Category. Transactional mail (invoices, suspension notices) is
+// what a customer must get to run an account; marketing mail (the onboarding funnel,
+// welcome included) is what they may refuse. A marketing unsubscribe suppresses only
+// marketing; a hard bounce or a complaint suppresses both (see SuppressionKind). A
+// marketing message must carry an RFC 8058 one-click List-Unsubscribe URL and show it
+// in its body, or Validate refuses it.
 package mail
 
 import (
 	"errors"
 	"fmt"
+	"html"
 	"net/mail"
 	"net/url"
 	"sort"
@@ -19,10 +29,34 @@ import (
 // injection attempt, missing body). It is permanent: IsPermanent reports true.
 var ErrInvalidMessage = errors.New("invalid message")
 
+// Category says whether a message is one a customer may refuse (Marketing) or one they
+// need to run their account (Transactional). Suppressions apply by category, and the
+// outbox stores it with every row.
+type Category string
+
+// The categories. The zero value of Message.Category means Transactional, which is
+// what every message was before categories existed (abuse's notices).
+const (
+	Transactional Category = "transactional"
+	Marketing     Category = "marketing"
+)
+
+// orDefault maps the zero value to Transactional.
+func (c Category) orDefault() Category {
+	if c == "" {
+		return Transactional
+	}
+	return c
+}
+
 // Message is one email as a job means it, before any MIME encoding. It is stored in the
 // outbox as is and rebuilt into MIME only when sent, so a dry run can show exactly
 // these fields.
 type Message struct {
+	// Category is Marketing or Transactional; empty means Transactional. A Marketing
+	// message must have ListUnsubscribeURL, and its text (and HTML, if any) must show
+	// that URL: the bulk-sender rules of Gmail and Yahoo ask for both.
+	Category Category
 	// From is the sender ("Name <addr>" or a bare address). Empty means the Sender's
 	// configured SMTPConfig.From.
 	From string
@@ -66,6 +100,11 @@ var reservedHeaders = map[string]bool{
 // validates at Enqueue so a bad message fails the job that built it, not a later
 // delivery run.
 func (m Message) Validate() error {
+	switch m.Category {
+	case "", Transactional, Marketing:
+	default:
+		return fmt.Errorf("%w: category %q: want %s or %s", ErrInvalidMessage, m.Category, Marketing, Transactional)
+	}
 	if m.From != "" {
 		if _, err := mail.ParseAddress(m.From); err != nil {
 			return fmt.Errorf("%w: from %q: %v", ErrInvalidMessage, m.From, err)
@@ -114,6 +153,18 @@ func (m Message) Validate() error {
 			return fmt.Errorf("%w: message-id %q must be local@domain without brackets", ErrInvalidMessage, m.MessageID)
 		}
 	}
+	if m.Category == Marketing {
+		if m.ListUnsubscribeURL == "" {
+			return fmt.Errorf("%w: a marketing message needs a one-click List-Unsubscribe URL", ErrInvalidMessage)
+		}
+		if !strings.Contains(m.Text, m.ListUnsubscribeURL) {
+			return fmt.Errorf("%w: the text of a marketing message must show its unsubscribe URL", ErrInvalidMessage)
+		}
+		if m.HTML != "" && !strings.Contains(m.HTML, m.ListUnsubscribeURL) &&
+			!strings.Contains(m.HTML, html.EscapeString(m.ListUnsubscribeURL)) {
+			return fmt.Errorf("%w: the HTML of a marketing message must show its unsubscribe URL", ErrInvalidMessage)
+		}
+	}
 	return nil
 }
 
@@ -136,9 +187,19 @@ func (m Message) listUnsubscribe() (uris []string, oneClick bool) {
 // recipientAddress is the bare, lower-cased address of m.To, the form the suppression
 // list is keyed by.
 func (m Message) recipientAddress() (string, error) {
-	a, err := mail.ParseAddress(m.To)
+	return NormalizeAddress(m.To)
+}
+
+// NormalizeAddress returns the bare, lower-cased address of addr ("Ada
+// <Ada@Example.com>" -> "ada@example.com"): the form mail_suppressions.email and
+// mail_outbox.recipient_address hold, so a job that joins them to its own tables
+// (accounts.email) compares like with like. Lower-casing the local part is not what
+// RFC 5321 promises, but it is what every mailbox provider does, and suppressing
+// Ada@ along with ada@ errs on the side of not mailing someone.
+func NormalizeAddress(addr string) (string, error) {
+	a, err := mail.ParseAddress(addr)
 	if err != nil {
-		return "", fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, m.To, err)
+		return "", fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, addr, err)
 	}
 	return strings.ToLower(a.Address), nil
 }

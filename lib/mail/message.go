@@ -12,7 +12,53 @@
 // welcome included) is what they may refuse. A marketing unsubscribe suppresses only
 // marketing; a hard bounce or a complaint suppresses both (see SuppressionKind). A
 // marketing message must carry an RFC 8058 one-click List-Unsubscribe URL and show it
-// in its body, or Validate refuses it.
+// in its body, or Validate refuses it: UnsubscribeKeys builds the link, and
+// UnsubscribeHandler is the endpoint behind it.
+//
+// # How a campaign job uses the package (drip)
+//
+// At start (a bad template, secret or URL is a usage error, exit 2):
+//
+//	tmpl, err := mail.NewTemplates(embedded, mail.TemplateDir(templatesFlag)) // --templates DIR
+//	keys, err := mail.NewUnsubscribeKeys(strings.Split(secretFlag, ",")...)  // first signs, all verify
+//	links := mail.UnsubscribeLinks{BaseURL: urlFlag, Mailto: mailtoFlag, Keys: keys}
+//	err = links.Check()
+//	outbox := &mail.Outbox{DB: db, Now: now, KeyPrefix: "drip:", BeforeSend: j.stillWanted}
+//
+// In the transaction that moves a signup to its next step, after re-checking the goal
+// and the exits (facts include outbox.Suppressions(ctx, tx, email): an unsubscribe, a
+// bounce or a complaint exits the funnel) and the frequency cap (outbox.MarketingTimes
+// over the recipient's local day, every campaign counted):
+//
+//	link, err := links.Link(accountID, "onboarding")
+//	subject, text, html, err := tmpl.Render(step, data{..., UnsubscribeURL: link.URL})
+//	msg := mail.Message{Category: mail.Marketing, To: email, Subject: subject, Text: text,
+//		HTML: html, ListUnsubscribeURL: link.URL, ListUnsubscribeMailto: link.Mailto}
+//	res, err := outbox.EnqueueAt(ctx, tx, "drip:onboarding:account:42:first_vm", msg, sendAt)
+//	// res.New false: the step was queued before (a rerun); res.Suppressed set: the
+//	// row is recorded 'suppressed' and will not be sent.
+//
+// At the end of the run, outbox.Deliver(ctx, sender, limit) sends the due messages
+// whose keys start with "drip:" (its own, never abuse's). In the transaction that
+// claims each one it checks the suppression list for the message's category and then
+// calls BeforeSend:
+//
+//	func (j *Job) stillWanted(ctx context.Context, tx *sql.Tx, m mail.QueuedMessage) (cancel bool, reason string, err error)
+//
+// which reads the account's case and facts through tx (the key names the account) and
+// cancels a step queued before the account converted, unsubscribed or left: the
+// message ends 'cancelled' with the reason and is never sent. A relay's permanent
+// rejection of the recipient suppresses the address as a bounce (DeliveryItem.Bounced),
+// which the funnel's next look at the facts reads as an exit; a temporary one is
+// retried after Backoff; a message whose outcome is unknown stays 'sending' and is
+// reported in DeliveryReport.Stuck, never resent blind.
+//
+// Ops commands (`jobs drip suppress EMAIL --reason bounce|complaint|unsubscribe`, the
+// list, the lift) call Suppress (kind from ParseSuppressionKind), ListSuppressions or
+// Suppressions, and Lift. A web app mounts NewUnsubscribeHandler(keys, recorder, org)
+// at links.BaseURL, with an Unsubscriber that records the unsubscribe: drip's calls
+// Suppress(ctx, tx, email, SuppressUnsubscribe, ...) for the account's address and
+// exits the funnel, in one transaction.
 package mail
 
 import (

@@ -61,7 +61,7 @@ func abuseCommand() *command {
 				}
 				cfg.MailFrom = from
 				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
-					j := &abuse.Job{DB: db, Orchestrator: orch, Outbox: mf.outbox(db, now, k.run.dryRun), Sender: sender,
+					j := &abuse.Job{DB: db, Orchestrator: orch, Outbox: mf.outbox(db, now, k.run.dryRun, "abuse:"), Sender: sender,
 						Policy: policy, Disposable: list, Config: cfg, Now: now}
 					return j.Run(ctx)
 				})
@@ -220,7 +220,7 @@ func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFla
 	}
 	defer db.Close()
 	id, _ := strconv.ParseInt(arg, 10, 64) // checked by checkArgs
-	j := &abuse.Job{DB: db, Outbox: mf.outbox(db, now, false), Policy: p, Now: now, Config: abuse.Config{MailFrom: from}}
+	j := &abuse.Job{DB: db, Outbox: mf.outbox(db, now, false, "abuse:"), Policy: p, Now: now, Config: abuse.Config{MailFrom: from}}
 	res, err := j.Operate(ctx, op, id, actor, f.reason)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)

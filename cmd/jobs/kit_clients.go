@@ -151,9 +151,10 @@ type mailbox interface {
 	Deliver(ctx context.Context, sender mail.MessageSender, limit int) (mail.DeliveryReport, error)
 }
 
-// outbox builds the job's outbox on db, with the job's clock.
-func (g *mailFlags) outbox(db *sql.DB, now func() time.Time, dryRun bool) mailbox {
-	o := &mail.Outbox{DB: db, Now: now}
+// outbox builds the job's outbox on db, with the job's clock, scoped to the job's keys
+// (keyPrefix, e.g. "abuse:") so its delivery sends only its own mail.
+func (g *mailFlags) outbox(db *sql.DB, now func() time.Time, dryRun bool, keyPrefix string) mailbox {
+	o := &mail.Outbox{DB: db, Now: now, KeyPrefix: keyPrefix}
 	if dryRun {
 		return mail.NewDryRunOutbox(o)
 	}

@@ -2,10 +2,12 @@ package mail_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cronkit/cronkit/lib/internal/standintest"
 	"github.com/cronkit/cronkit/lib/mail"
@@ -17,11 +19,16 @@ import (
 // the stand-in has it).
 var (
 	outboxMethods = standintest.Methods{
-		"Enqueue":      standintest.Mutates,
-		"Deliver":      standintest.Mutates,
-		"Requeue":      standintest.Mutates,
-		"Suppress":     standintest.Mutates,
-		"IsSuppressed": standintest.Reads,
+		"Enqueue":          standintest.Mutates,
+		"EnqueueAt":        standintest.Mutates,
+		"Deliver":          standintest.Mutates,
+		"Requeue":          standintest.Mutates,
+		"Suppress":         standintest.Mutates,
+		"Lift":             standintest.Mutates,
+		"IsSuppressed":     standintest.Reads,
+		"Suppressions":     standintest.Reads,
+		"ListSuppressions": standintest.Reads,
+		"MarketingTimes":   standintest.Reads,
 	}
 	senderMethods = standintest.Methods{
 		"Send": standintest.Mutates,
@@ -45,9 +52,24 @@ type recordingReader struct {
 	err        error
 }
 
-func (r *recordingReader) IsSuppressed(_ context.Context, email string) (bool, error) {
+func (r *recordingReader) IsSuppressed(_ context.Context, email string, c mail.Category) (bool, error) {
 	r.calls = append(r.calls, "IsSuppressed")
-	return email == r.suppressed, r.err
+	return email == r.suppressed && c == mail.Marketing, r.err
+}
+
+func (r *recordingReader) Suppressions(_ context.Context, _ *sql.Tx, email string) ([]mail.Suppression, error) {
+	r.calls = append(r.calls, "Suppressions")
+	return []mail.Suppression{{Email: email, Kind: mail.SuppressUnsubscribe}}, r.err
+}
+
+func (r *recordingReader) ListSuppressions(_ context.Context, q mail.SuppressionQuery) ([]mail.Suppression, error) {
+	r.calls = append(r.calls, "ListSuppressions")
+	return []mail.Suppression{{Email: q.After + "x", Kind: q.Kind}}, r.err
+}
+
+func (r *recordingReader) MarketingTimes(_ context.Context, _ *sql.Tx, _ string, from, _ time.Time) ([]time.Time, error) {
+	r.calls = append(r.calls, "MarketingTimes")
+	return []time.Time{from}, r.err
 }
 
 // touchySender fails the test if anything is sent through it.
@@ -90,8 +112,17 @@ func TestDryRunReadsDelegate(t *testing.T) {
 	r := &recordingReader{suppressed: "gone@example.com", err: errReader}
 	d := mail.NewDryRunOutbox(r)
 
-	if ok, err := d.IsSuppressed(ctx, "gone@example.com"); !ok || !errors.Is(err, errReader) {
+	if ok, err := d.IsSuppressed(ctx, "gone@example.com", mail.Marketing); !ok || !errors.Is(err, errReader) {
 		t.Errorf("IsSuppressed = %t, %v; want the reader's true, %v", ok, err, errReader)
+	}
+	if s, err := d.Suppressions(ctx, nil, "gone@example.com"); len(s) != 1 || s[0].Email != "gone@example.com" || !errors.Is(err, errReader) {
+		t.Errorf("Suppressions = %+v, %v; want the reader's", s, err)
+	}
+	if s, err := d.ListSuppressions(ctx, mail.SuppressionQuery{After: "a", Kind: mail.SuppressBounce}); len(s) != 1 || s[0] != (mail.Suppression{Email: "ax", Kind: mail.SuppressBounce}) || !errors.Is(err, errReader) {
+		t.Errorf("ListSuppressions = %+v, %v; want the reader's", s, err)
+	}
+	if ts, err := d.MarketingTimes(ctx, nil, "gone@example.com", fixedNow, fixedNow.Add(time.Hour)); len(ts) != 1 || !ts[0].Equal(fixedNow) || !errors.Is(err, errReader) {
+		t.Errorf("MarketingTimes = %v, %v; want the reader's", ts, err)
 	}
 
 	slices.Sort(r.calls)
@@ -101,7 +132,18 @@ func TestDryRunReadsDelegate(t *testing.T) {
 }
 
 func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
-	if _, err := mail.NewDryRunOutbox(nil).IsSuppressed(context.Background(), "a@example.com"); !errors.Is(err, mail.ErrDryRun) {
+	ctx := context.Background()
+	d := mail.NewDryRunOutbox(nil)
+	if _, err := d.IsSuppressed(ctx, "a@example.com", mail.Transactional); !errors.Is(err, mail.ErrDryRun) {
 		t.Errorf("IsSuppressed without reader: %v, want ErrDryRun", err)
+	}
+	if _, err := d.Suppressions(ctx, nil, "a@example.com"); !errors.Is(err, mail.ErrDryRun) {
+		t.Errorf("Suppressions without reader: %v, want ErrDryRun", err)
+	}
+	if _, err := d.ListSuppressions(ctx, mail.SuppressionQuery{}); !errors.Is(err, mail.ErrDryRun) {
+		t.Errorf("ListSuppressions without reader: %v, want ErrDryRun", err)
+	}
+	if _, err := d.MarketingTimes(ctx, nil, "a@example.com", fixedNow, fixedNow); !errors.Is(err, mail.ErrDryRun) {
+		t.Errorf("MarketingTimes without reader: %v, want ErrDryRun", err)
 	}
 }

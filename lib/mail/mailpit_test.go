@@ -13,7 +13,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,5 +239,97 @@ func TestSenderAuthAgainstMailpit(t *testing.T) {
 	mp.get(t, "/messages", &list)
 	if list.Total != 1 {
 		t.Errorf("mailpit holds %d messages, want 1", list.Total)
+	}
+}
+
+// TestMarketingUnsubscribeAgainstMailpit sends a funnel step as drip will, through the
+// outbox (stored, read back, rebuilt), to mailpit; checks that the RFC 8058 headers
+// arrive intact and pass mailpit's own List-Unsubscribe check; then does what a
+// mailbox provider does with them: a one-click POST to the https URL, answered by
+// UnsubscribeHandler.
+func TestMarketingUnsubscribeAgainstMailpit(t *testing.T) {
+	mp := startMailpit(t)
+	f := newDBFixture(t)
+	f.outbox.KeyPrefix = "drip:"
+	k, err := mail.NewUnsubscribeKeys(secretNew, secretOld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := mail.UnsubscribeLinks{BaseURL: "https://cloud.example/mail/unsubscribe", Mailto: "unsubscribe@cloud.example", Keys: k}
+	link, err := links.Link(42, "onboarding")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := mail.Message{Category: mail.Marketing, From: "Example Cloud <hello@cloud.example>", To: "Ada <ada@customer.example>",
+		Subject: "Your first VM", Text: "Start one today.\n\nUnsubscribe: " + link.URL + "\n",
+		HTML:               `<p>Start one today.</p><p><a href="` + link.URL + `">Unsubscribe</a></p>`,
+		ListUnsubscribeURL: link.URL, ListUnsubscribeMailto: link.Mailto}
+	if _, err := f.outbox.EnqueueAt(context.Background(), nil, "drip:onboarding:account:42:first_vm", msg, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := mail.NewSender(mail.SMTPConfig{Host: "127.0.0.1", Port: mp.smtpPort, TLS: "none", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.outbox.Deliver(context.Background(), s, 10); err != nil || rep.Sent != 1 {
+		t.Fatalf("Deliver = %+v, %v", rep, err)
+	}
+
+	var list struct {
+		Messages []mailpitSummary
+	}
+	mp.get(t, "/messages", &list)
+	if len(list.Messages) != 1 {
+		t.Fatalf("mailpit holds %d messages, want 1", len(list.Messages))
+	}
+	var headers map[string][]string
+	mp.get(t, "/message/"+list.Messages[0].ID+"/headers", &headers)
+	wantLU := "<" + link.URL + ">, <mailto:" + link.Mailto + ">"
+	if v := headers["List-Unsubscribe"]; len(v) != 1 || v[0] != wantLU {
+		t.Errorf("List-Unsubscribe = %q, want [%q]", v, wantLU)
+	}
+	if v := headers["List-Unsubscribe-Post"]; len(v) != 1 || v[0] != "List-Unsubscribe=One-Click" {
+		t.Errorf("List-Unsubscribe-Post = %q, want [List-Unsubscribe=One-Click]", v)
+	}
+	var got struct {
+		mailpitMessage
+		ListUnsubscribe struct {
+			Header     string
+			Links      []string
+			Errors     string
+			HeaderPost string
+		}
+	}
+	mp.get(t, "/message/"+list.Messages[0].ID, &got)
+	if !strings.Contains(got.Text, link.URL) {
+		t.Errorf("the text body does not show the unsubscribe link: %q", got.Text)
+	}
+	lu := got.ListUnsubscribe
+	if lu.Errors != "" || lu.HeaderPost != "List-Unsubscribe=One-Click" || len(lu.Links) != 2 || lu.Links[0] != link.URL {
+		t.Errorf("mailpit's List-Unsubscribe check = %+v, want no errors and the https link first", lu)
+	}
+
+	// The mailbox provider's side: POST List-Unsubscribe=One-Click to the https URI.
+	rec := &recorder{}
+	h, err := mail.NewUnsubscribeHandler(k, rec, "Example Cloud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	u, err := url.Parse(strings.TrimSuffix(strings.TrimPrefix(strings.Split(headers["List-Unsubscribe"][0], ", ")[0], "<"), ">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(srv.URL+u.RequestURI(), "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("one-click POST = %d, want 200", resp.StatusCode)
+	}
+	if reqs := rec.got(); len(reqs) != 1 || reqs[0] != (mail.UnsubscribeRequest{AccountID: 42, List: "onboarding", OneClick: true}) {
+		t.Errorf("recorded %+v, want account 42's one-click unsubscribe from onboarding", reqs)
 	}
 }

@@ -4,11 +4,67 @@
 // pass hands queued rows to the SMTP Sender (go-mail). The outbox row carries a unique
 // key per business step, so a crash or a rerun never sends a step twice, and the
 // suppression list keeps mail away from people who unsubscribed or bounced.
+//
+// # Marketing and transactional mail
+//
+// Every message has a Category. Transactional mail (invoices, suspension notices) is
+// what a customer must get to run an account; marketing mail (the onboarding funnel,
+// welcome included) is what they may refuse. A marketing unsubscribe suppresses only
+// marketing; a hard bounce or a complaint suppresses both (see SuppressionKind). A
+// marketing message must carry an RFC 8058 one-click List-Unsubscribe URL and show it
+// in its body, or Validate refuses it: UnsubscribeKeys builds the link, and
+// UnsubscribeHandler is the endpoint behind it.
+//
+// # How a campaign job uses the package (drip)
+//
+// At start (a bad template, secret or URL is a usage error, exit 2):
+//
+//	tmpl, err := mail.NewTemplates(embedded, mail.TemplateDir(templatesFlag)) // --templates DIR
+//	keys, err := mail.NewUnsubscribeKeys(strings.Split(secretFlag, ",")...)  // first signs, all verify
+//	links := mail.UnsubscribeLinks{BaseURL: urlFlag, Mailto: mailtoFlag, Keys: keys}
+//	err = links.Check()
+//	outbox := &mail.Outbox{DB: db, Now: now, KeyPrefix: "drip:", BeforeSend: j.stillWanted}
+//
+// In the transaction that moves a signup to its next step, after re-checking the goal
+// and the exits (facts include outbox.Suppressions(ctx, tx, email): an unsubscribe, a
+// bounce or a complaint exits the funnel) and the frequency cap (outbox.MarketingTimes
+// over the recipient's local day, every campaign counted):
+//
+//	link, err := links.Link(accountID, "onboarding")
+//	subject, text, html, err := tmpl.Render(step, data{..., UnsubscribeURL: link.URL})
+//	msg := mail.Message{Category: mail.Marketing, To: email, Subject: subject, Text: text,
+//		HTML: html, ListUnsubscribeURL: link.URL, ListUnsubscribeMailto: link.Mailto}
+//	res, err := outbox.EnqueueAt(ctx, tx, "drip:onboarding:account:42:first_vm", msg, sendAt)
+//	// res.New false: the step was queued before (a rerun); res.Suppressed set: the
+//	// row is recorded 'suppressed' and will not be sent.
+//
+// At the end of the run, outbox.Deliver(ctx, sender, limit) sends the due messages
+// whose keys start with "drip:" (its own, never abuse's). In the transaction that
+// claims each one it checks the suppression list for the message's category and then
+// calls BeforeSend:
+//
+//	func (j *Job) stillWanted(ctx context.Context, tx *sql.Tx, m mail.QueuedMessage) (cancel bool, reason string, err error)
+//
+// which reads the account's case and facts through tx (the key names the account) and
+// cancels a step queued before the account converted, unsubscribed or left: the
+// message ends 'cancelled' with the reason and is never sent. A relay's permanent
+// rejection of the recipient suppresses the address as a bounce (DeliveryItem.Bounced),
+// which the funnel's next look at the facts reads as an exit; a temporary one is
+// retried after Backoff; a message whose outcome is unknown stays 'sending' and is
+// reported in DeliveryReport.Stuck, never resent blind.
+//
+// Ops commands (`jobs drip suppress EMAIL --reason bounce|complaint|unsubscribe`, the
+// list, the lift) call Suppress (kind from ParseSuppressionKind), ListSuppressions or
+// Suppressions, and Lift. A web app mounts NewUnsubscribeHandler(keys, recorder, org)
+// at links.BaseURL, with an Unsubscriber that records the unsubscribe: drip's calls
+// Suppress(ctx, tx, email, SuppressUnsubscribe, ...) for the account's address and
+// exits the funnel, in one transaction.
 package mail
 
 import (
 	"errors"
 	"fmt"
+	"html"
 	"net/mail"
 	"net/url"
 	"sort"
@@ -19,10 +75,34 @@ import (
 // injection attempt, missing body). It is permanent: IsPermanent reports true.
 var ErrInvalidMessage = errors.New("invalid message")
 
+// Category says whether a message is one a customer may refuse (Marketing) or one they
+// need to run their account (Transactional). Suppressions apply by category, and the
+// outbox stores it with every row.
+type Category string
+
+// The categories. The zero value of Message.Category means Transactional, which is
+// what every message was before categories existed (abuse's notices).
+const (
+	Transactional Category = "transactional"
+	Marketing     Category = "marketing"
+)
+
+// orDefault maps the zero value to Transactional.
+func (c Category) orDefault() Category {
+	if c == "" {
+		return Transactional
+	}
+	return c
+}
+
 // Message is one email as a job means it, before any MIME encoding. It is stored in the
 // outbox as is and rebuilt into MIME only when sent, so a dry run can show exactly
 // these fields.
 type Message struct {
+	// Category is Marketing or Transactional; empty means Transactional. A Marketing
+	// message must have ListUnsubscribeURL, and its text (and HTML, if any) must show
+	// that URL: the bulk-sender rules of Gmail and Yahoo ask for both.
+	Category Category
 	// From is the sender ("Name <addr>" or a bare address). Empty means the Sender's
 	// configured SMTPConfig.From.
 	From string
@@ -66,6 +146,11 @@ var reservedHeaders = map[string]bool{
 // validates at Enqueue so a bad message fails the job that built it, not a later
 // delivery run.
 func (m Message) Validate() error {
+	switch m.Category {
+	case "", Transactional, Marketing:
+	default:
+		return fmt.Errorf("%w: category %q: want %s or %s", ErrInvalidMessage, m.Category, Marketing, Transactional)
+	}
 	if m.From != "" {
 		if _, err := mail.ParseAddress(m.From); err != nil {
 			return fmt.Errorf("%w: from %q: %v", ErrInvalidMessage, m.From, err)
@@ -114,6 +199,18 @@ func (m Message) Validate() error {
 			return fmt.Errorf("%w: message-id %q must be local@domain without brackets", ErrInvalidMessage, m.MessageID)
 		}
 	}
+	if m.Category == Marketing {
+		if m.ListUnsubscribeURL == "" {
+			return fmt.Errorf("%w: a marketing message needs a one-click List-Unsubscribe URL", ErrInvalidMessage)
+		}
+		if !strings.Contains(m.Text, m.ListUnsubscribeURL) {
+			return fmt.Errorf("%w: the text of a marketing message must show its unsubscribe URL", ErrInvalidMessage)
+		}
+		if m.HTML != "" && !strings.Contains(m.HTML, m.ListUnsubscribeURL) &&
+			!strings.Contains(m.HTML, html.EscapeString(m.ListUnsubscribeURL)) {
+			return fmt.Errorf("%w: the HTML of a marketing message must show its unsubscribe URL", ErrInvalidMessage)
+		}
+	}
 	return nil
 }
 
@@ -136,9 +233,19 @@ func (m Message) listUnsubscribe() (uris []string, oneClick bool) {
 // recipientAddress is the bare, lower-cased address of m.To, the form the suppression
 // list is keyed by.
 func (m Message) recipientAddress() (string, error) {
-	a, err := mail.ParseAddress(m.To)
+	return NormalizeAddress(m.To)
+}
+
+// NormalizeAddress returns the bare, lower-cased address of addr ("Ada
+// <Ada@Example.com>" -> "ada@example.com"): the form mail_suppressions.email and
+// mail_outbox.recipient_address hold, so a job that joins them to its own tables
+// (accounts.email) compares like with like. Lower-casing the local part is not what
+// RFC 5321 promises, but it is what every mailbox provider does, and suppressing
+// Ada@ along with ada@ errs on the side of not mailing someone.
+func NormalizeAddress(addr string) (string, error) {
+	a, err := mail.ParseAddress(addr)
 	if err != nil {
-		return "", fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, m.To, err)
+		return "", fmt.Errorf("%w: to %q: %v", ErrInvalidMessage, addr, err)
 	}
 	return strings.ToLower(a.Address), nil
 }

@@ -286,20 +286,25 @@ func TestOutboxDBStuckMessageIsNotResent(t *testing.T) {
 func TestOutboxDBSuppressedRecipient(t *testing.T) {
 	f := newDBFixture(t)
 	ctx := context.Background()
-	if err := f.outbox.Suppress(ctx, "ADA@customer.example", "hard bounce"); err != nil {
-		t.Fatal(err)
+	if added, err := f.outbox.Suppress(ctx, nil, "ADA@customer.example", mail.SuppressBounce, "hard bounce"); err != nil || !added {
+		t.Fatalf("Suppress = %v, %v", added, err)
 	}
-	if err := f.outbox.Suppress(ctx, "ada@customer.example", "complaint"); err != nil {
-		t.Fatalf("second Suppress: %v", err)
+	if added, err := f.outbox.Suppress(ctx, nil, "ada@customer.example", mail.SuppressBounce, "again"); err != nil || added {
+		t.Fatalf("second Suppress = %v, %v; want kept as it was", added, err)
 	}
 	for addr, want := range map[string]bool{"Ada <ada@Customer.example>": true, "bob@customer.example": false} {
-		got, err := f.outbox.IsSuppressed(ctx, addr)
+		got, err := f.outbox.IsSuppressed(ctx, addr, mail.Transactional)
 		if err != nil || got != want {
 			t.Errorf("IsSuppressed(%s) = %v, %v; want %v", addr, got, err, want)
 		}
 	}
-	f.enqueue(t, "drip:account:1:welcome", validMessage()) // to Ada
+	// Queued before the bounce was recorded: the claim catches it.
 	f.enqueue(t, "drip:account:2:welcome", messageTo(2))
+	if _, err := f.db.Exec(`INSERT INTO mail_outbox (dedupe_key, sender, recipient, subject, body_text, body_html,
+  status, next_attempt_at, created_at) VALUES ('abuse:case:1:reminder', '', 'ada@customer.example', 's', 't', '', 'queued', ?, ?)`,
+		fixedNow, fixedNow); err != nil {
+		t.Fatal(err)
+	}
 	rep := f.deliver(t)
 	if rep.Suppressed != 1 || rep.Sent != 1 {
 		t.Fatalf("report = %+v, want one suppressed, one sent", rep)
@@ -308,8 +313,8 @@ func TestOutboxDBSuppressedRecipient(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].To[0] != "user002@customer.example" {
 		t.Errorf("sink got %+v, want only user002's mail", msgs)
 	}
-	r := f.row(t, "drip:account:1:welcome")
-	if r.status != "suppressed" || r.lastError.String != "suppressed: hard bounce" || r.sentAt.Valid {
+	r := f.row(t, "abuse:case:1:reminder")
+	if r.status != "suppressed" || r.lastError.String != "suppressed: bounce: hard bounce" || r.sentAt.Valid {
 		t.Errorf("row = %+v, want suppressed with the first reason", r)
 	}
 }
@@ -347,12 +352,18 @@ func TestOutboxDBPermanentFailure(t *testing.T) {
 	f.enqueue(t, "dunning:case:9:warned", validMessage())
 	f.sink.FailNext(1, 550)
 	rep := f.deliver(t)
-	if rep.Failed != 1 || rep.Items[0].Outcome != mail.OutcomeFailed {
-		t.Fatalf("report = %+v, want one failed", rep)
+	if rep.Failed != 1 || rep.Items[0].Outcome != mail.OutcomeFailed || !rep.Items[0].Bounced || rep.Bounced != 1 {
+		t.Fatalf("report = %+v, want one failed, a hard bounce", rep)
 	}
 	r := f.row(t, "dunning:case:9:warned")
 	if r.status != "failed" || !strings.Contains(r.lastError.String, "550") {
 		t.Errorf("row = %+v, want failed with the 550 noted", r)
+	}
+	// The relay refused the recipient at RCPT TO: no more mail of any kind to them.
+	supp, err := f.outbox.Suppressions(context.Background(), nil, "ada@customer.example")
+	if err != nil || len(supp) != 1 || supp[0].Kind != mail.SuppressBounce || !strings.Contains(supp[0].Reason, "dunning:case:9:warned") ||
+		!strings.Contains(supp[0].Reason, "550") || !supp[0].CreatedAt.Equal(fixedNow) {
+		t.Errorf("suppressions = %+v, %v; want one bounce naming the message and the 550", supp, err)
 	}
 	f.clock.Advance(24 * time.Hour)
 	if rep := f.deliver(t); len(rep.Items) != 0 || len(rep.Stuck) != 0 {

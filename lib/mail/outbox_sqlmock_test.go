@@ -64,58 +64,84 @@ func (m matchRegexp) Match(v driver.Value) bool {
 	return ok && regexp.MustCompile(string(m)).MatchString(s)
 }
 
+// The statements, exactly as the Outbox sends them.
 const (
-	sqlInsert    = "INSERT INTO mail_outbox"
-	sqlDue       = "SELECT id FROM mail_outbox WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?"
-	sqlClaim     = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sending', attempts = attempts + 1, claimed_at = ?\nWHERE id = ? AND status = 'queued' AND next_attempt_at <= ?"
-	sqlRead      = "SELECT dedupe_key, sender, recipient, subject, body_text, body_html, headers,"
-	sqlSuppCheck = "SELECT reason FROM mail_suppressions WHERE email = ?"
-	sqlMarkSupp  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'suppressed', last_error = ? WHERE id = ?"
-	sqlMarkSent  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'"
-	sqlMarkFail  = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'failed', last_error = ? WHERE id = ? AND status = 'sending'"
-	sqlRequeue   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'"
-	sqlUnknown   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET last_error = ? WHERE id = ? AND status = 'sending'"
-	sqlStuck     = "SELECT id, dedupe_key, recipient, message_id, attempts, claimed_at, last_error\nFROM mail_outbox WHERE status = 'sending' AND claimed_at <= ? ORDER BY id LIMIT 1000"
+	sqlInsert = "INSERT INTO mail_outbox\n  (dedupe_key, category, sender, recipient, recipient_address, subject, body_text, body_html, headers,\n" +
+		"   list_unsubscribe_url, list_unsubscribe_mailto, message_id,\n   status, attempts, next_attempt_at, last_error, created_at)\n" +
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)\nON DUPLICATE KEY UPDATE id = id"
+	sqlDue   = "SELECT id FROM mail_outbox\nWHERE status = 'queued' AND next_attempt_at <= ? AND dedupe_key LIKE ? ESCAPE '!' ORDER BY id LIMIT ?"
+	sqlClaim = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sending', attempts = attempts + 1, claimed_at = ?\nWHERE id = ? AND status = 'queued' AND next_attempt_at <= ?"
+	sqlRead  = "SELECT dedupe_key, category, sender, recipient, subject, body_text, body_html, headers,\n" +
+		"  list_unsubscribe_url, list_unsubscribe_mailto, message_id, attempts, created_at\nFROM mail_outbox WHERE id = ?"
+	sqlSuppTrans  = "SELECT kind, reason, created_at FROM mail_suppressions\nWHERE email = ? AND kind IN ('bounce', 'complaint') ORDER BY created_at, kind LIMIT 1"
+	sqlSuppMarket = "SELECT kind, reason, created_at FROM mail_suppressions\nWHERE email = ? ORDER BY created_at, kind LIMIT 1"
+	sqlSuppress   = "INSERT INTO mail_suppressions (email, kind, reason, created_at) VALUES (?, ?, ?, ?)\nON DUPLICATE KEY UPDATE email = email"
+	sqlMarkSupp   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'suppressed', last_error = ? WHERE id = ?"
+	sqlMarkCancel = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'cancelled', last_error = ? WHERE id = ?"
+	sqlMarkSent   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ? AND status = 'sending'"
+	sqlMarkFail   = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'failed', last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlRequeue    = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlUnknown    = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET last_error = ? WHERE id = ? AND status = 'sending'"
+	sqlStuck      = "SELECT id, dedupe_key, recipient, message_id, attempts, claimed_at, last_error\n" +
+		"FROM mail_outbox WHERE status = 'sending' AND claimed_at <= ? AND dedupe_key LIKE ? ESCAPE '!' ORDER BY id LIMIT 1000"
 )
 
-var rowColumns = []string{"dedupe_key", "sender", "recipient", "subject", "body_text", "body_html", "headers",
-	"list_unsubscribe_url", "list_unsubscribe_mailto", "message_id", "attempts"}
+var (
+	rowColumns = []string{"dedupe_key", "category", "sender", "recipient", "subject", "body_text", "body_html", "headers",
+		"list_unsubscribe_url", "list_unsubscribe_mailto", "message_id", "attempts", "created_at"}
+	suppColumns = []string{"kind", "reason", "created_at"}
+	queuedAt    = fixedNow.Add(-time.Hour)
+)
 
 func storedRow(m mail.Message, key string, attempts int) *sqlmock.Rows {
-	return sqlmock.NewRows(rowColumns).AddRow(key, m.From, m.To, m.Subject, m.Text, m.HTML,
-		`{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, m.ListUnsubscribeURL, m.ListUnsubscribeMailto, m.MessageID, attempts)
+	return sqlmock.NewRows(rowColumns).AddRow(key, "transactional", m.From, m.To, m.Subject, m.Text, m.HTML,
+		`{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, m.ListUnsubscribeURL, m.ListUnsubscribeMailto, m.MessageID, attempts, queuedAt)
 }
 
-// expectClaim expects the claim transaction of row id up to (not including) its end.
+// storedMessage is validMessage as the claim reads it back: with its category.
+func storedMessage() mail.Message {
+	m := validMessage()
+	m.Category = mail.Transactional
+	return m
+}
+
+// expectClaim expects the claim transaction of row id up to (not including) its end:
+// a transactional message, so only bounces and complaints are looked up.
 func expectClaim(mock sqlmock.Sqlmock, id int64, attempts int, suppressedReason string) {
 	mock.ExpectBegin()
 	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, id, fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectQuery(q(sqlRead)).WithArgs(id).WillReturnRows(storedRow(validMessage(), "dunning:case:42:reminded", attempts))
-	supp := mock.ExpectQuery(q(sqlSuppCheck)).WithArgs("ada@customer.example")
+	supp := mock.ExpectQuery(q(sqlSuppTrans)).WithArgs("ada@customer.example")
 	if suppressedReason == "" {
-		supp.WillReturnRows(sqlmock.NewRows([]string{"reason"}))
+		supp.WillReturnRows(sqlmock.NewRows(suppColumns))
 		return
 	}
-	supp.WillReturnRows(sqlmock.NewRows([]string{"reason"}).AddRow(suppressedReason))
+	supp.WillReturnRows(sqlmock.NewRows(suppColumns).AddRow("bounce", suppressedReason, queuedAt))
 }
 
 func expectNoStuck(mock sqlmock.Sqlmock) {
-	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-mail.DefaultStuckAfter)).
+	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-mail.DefaultStuckAfter), "%").
 		WillReturnRows(sqlmock.NewRows([]string{"id", "dedupe_key", "recipient", "message_id", "attempts", "claimed_at", "last_error"}))
 }
 
 func TestEnqueueSQL(t *testing.T) {
 	o, mock := mockOutbox(t)
 	msg := validMessage()
+	noSupp := func() {
+		mock.ExpectQuery(q(sqlSuppTrans)).WithArgs("ada@customer.example").WillReturnRows(sqlmock.NewRows(suppColumns))
+	}
 	mock.ExpectBegin()
-	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:42:reminded", msg.From, msg.To, msg.Subject, msg.Text, msg.HTML,
-		`{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, msg.ListUnsubscribeURL, msg.ListUnsubscribeMailto,
-		msg.MessageID, fixedNow, fixedNow).WillReturnResult(sqlmock.NewResult(7, 1))
+	noSupp()
+	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:42:reminded", "transactional", msg.From, msg.To, "ada@customer.example",
+		msg.Subject, msg.Text, msg.HTML, `{"X-Cronkit-Case":"42","X-Cronkit-Step":"reminded"}`, msg.ListUnsubscribeURL,
+		msg.ListUnsubscribeMailto, msg.MessageID, "queued", fixedNow, nil, fixedNow).WillReturnResult(sqlmock.NewResult(7, 1))
 	msg.MessageID = "" // generated on From's domain
-	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:43:reminded", msg.From, msg.To, msg.Subject, msg.Text, msg.HTML,
-		sqlmock.AnyArg(), msg.ListUnsubscribeURL, msg.ListUnsubscribeMailto,
-		matchRegexp(`^[0-9a-f]{32}@cloud\.example$`), fixedNow, fixedNow).WillReturnResult(sqlmock.NewResult(8, 1))
+	noSupp()
+	mock.ExpectExec(q(sqlInsert)).WithArgs("dunning:case:43:reminded", "transactional", msg.From, msg.To, "ada@customer.example",
+		msg.Subject, msg.Text, msg.HTML, sqlmock.AnyArg(), msg.ListUnsubscribeURL, msg.ListUnsubscribeMailto,
+		matchRegexp(`^[0-9a-f]{32}@cloud\.example$`), "queued", fixedNow, nil, fixedNow).WillReturnResult(sqlmock.NewResult(8, 1))
 	// ON DUPLICATE KEY UPDATE id = id changes nothing: 0 rows affected.
+	noSupp()
 	mock.ExpectExec(q(sqlInsert)).WillReturnResult(sqlmock.NewResult(0, 0))
 	mock.ExpectCommit()
 
@@ -160,6 +186,7 @@ func TestEnqueueRefusesBeforeSQL(t *testing.T) {
 
 func TestEnqueueWithoutTxUsesDB(t *testing.T) {
 	o, mock := mockOutbox(t)
+	mock.ExpectQuery(q(sqlSuppTrans)).WithArgs("ada@customer.example").WillReturnRows(sqlmock.NewRows(suppColumns))
 	mock.ExpectExec(q(sqlInsert)).WillReturnError(errors.New("connection reset"))
 	_, err := o.Enqueue(context.Background(), nil, "drip:account:7:welcome", validMessage())
 	if err == nil || !strings.Contains(err.Error(), "enqueue mail drip:account:7:welcome: connection reset") {
@@ -169,7 +196,7 @@ func TestEnqueueWithoutTxUsesDB(t *testing.T) {
 
 func TestDeliverSendsClaimedMessage(t *testing.T) {
 	o, mock := mockOutbox(t)
-	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, mail.DefaultDeliverLimit).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, "%", mail.DefaultDeliverLimit).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
 	expectClaim(mock, 5, 1, "")
 	mock.ExpectCommit()
 	mock.ExpectExec(q(sqlMarkSent)).WithArgs(fixedNow, 5).WillReturnResult(sqlmock.NewResult(0, 1))
@@ -180,11 +207,11 @@ func TestDeliverSendsClaimedMessage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
-	if len(*sent) != 1 || !reflect.DeepEqual((*sent)[0], validMessage()) {
+	if len(*sent) != 1 || !reflect.DeepEqual((*sent)[0], storedMessage()) {
 		t.Fatalf("sent %+v, want exactly the stored message", *sent)
 	}
 	want := mail.DeliveryReport{Sent: 1, Items: []mail.DeliveryItem{
-		{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To, Outcome: mail.OutcomeSent, Attempts: 1},
+		{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To, Category: mail.Transactional, Outcome: mail.OutcomeSent, Attempts: 1},
 	}}
 	if !reflect.DeepEqual(rep, want) {
 		t.Errorf("report = %+v, want %+v", rep, want)
@@ -193,7 +220,7 @@ func TestDeliverSendsClaimedMessage(t *testing.T) {
 
 func TestDeliverSkipsMessageClaimedElsewhere(t *testing.T) {
 	o, mock := mockOutbox(t)
-	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, 10).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
+	mock.ExpectQuery(q(sqlDue)).WithArgs(fixedNow, "%", 10).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
 	mock.ExpectBegin()
 	mock.ExpectExec(q(sqlClaim)).WithArgs(fixedNow, 5, fixedNow).WillReturnResult(sqlmock.NewResult(0, 0))
 	mock.ExpectRollback()
@@ -212,8 +239,8 @@ func TestDeliverSkipsMessageClaimedElsewhere(t *testing.T) {
 func TestDeliverSuppressed(t *testing.T) {
 	o, mock := mockOutbox(t)
 	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(5))
-	expectClaim(mock, 5, 1, "unsubscribed")
-	mock.ExpectExec(q(sqlMarkSupp)).WithArgs("suppressed: unsubscribed", 5).WillReturnResult(sqlmock.NewResult(0, 1))
+	expectClaim(mock, 5, 1, "550 no such user")
+	mock.ExpectExec(q(sqlMarkSupp)).WithArgs("suppressed: bounce: 550 no such user", 5).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
 	expectNoStuck(mock)
 
@@ -222,8 +249,9 @@ func TestDeliverSuppressed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
-	if len(*sent) != 0 || rep.Suppressed != 1 || rep.Sent != 0 || rep.Items[0].Outcome != mail.OutcomeSuppressed {
-		t.Errorf("sent %d, report %+v; want one suppressed, none sent", len(*sent), rep)
+	if len(*sent) != 0 || rep.Suppressed != 1 || rep.Sent != 0 || rep.Items[0].Outcome != mail.OutcomeSuppressed ||
+		rep.Items[0].Reason != "suppressed: bounce: 550 no such user" {
+		t.Errorf("sent %d, report %+v; want one suppressed with the reason, none sent", len(*sent), rep)
 	}
 }
 
@@ -291,7 +319,7 @@ func TestDeliverFailureOutcomes(t *testing.T) {
 			if len(*sent) != 1 {
 				t.Errorf("send called %d times, want 1", len(*sent))
 			}
-			want := mail.DeliveryItem{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To,
+			want := mail.DeliveryItem{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To, Category: mail.Transactional,
 				Outcome: tt.want, Attempts: tt.attempts, Error: tt.err.Error()}
 			if len(rep.Items) != 1 || rep.Items[0] != want || rep.Sent != 0 {
 				t.Errorf("report = %+v, want one item %+v", rep, want)
@@ -361,7 +389,7 @@ func TestDeliverReportsStuck(t *testing.T) {
 	o.StuckAfter = time.Hour
 	claimedAt := fixedNow.Add(-3 * time.Hour)
 	mock.ExpectQuery(q(sqlDue)).WillReturnRows(sqlmock.NewRows([]string{"id"}))
-	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-time.Hour)).WillReturnRows(
+	mock.ExpectQuery(q(sqlStuck)).WithArgs(fixedNow.Add(-time.Hour), "%").WillReturnRows(
 		sqlmock.NewRows([]string{"id", "dedupe_key", "recipient", "message_id", "attempts", "claimed_at", "last_error"}).
 			AddRow(3, "drip:account:7:welcome", "a@b.example", "x@cloud.example", 1, claimedAt, nil))
 
@@ -378,9 +406,12 @@ func TestDeliverReportsStuck(t *testing.T) {
 
 func TestRequeue(t *testing.T) {
 	o, mock := mockOutbox(t)
-	const sqlOp = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, claimed_at = NULL\nWHERE id = ? AND status IN ('sending', 'failed')"
-	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 3).WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 4).WillReturnResult(sqlmock.NewResult(0, 0))
+	o.KeyPrefix = "abuse:"
+	const sqlOp = "UPDATE mail_outbox FORCE INDEX (PRIMARY) SET status = 'queued', next_attempt_at = ?, claimed_at = NULL\n" +
+		"WHERE id = ? AND status IN ('sending', 'failed') AND dedupe_key LIKE ? ESCAPE '!'"
+	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 3, "abuse:%").WillReturnResult(sqlmock.NewResult(0, 1))
+	// Another job's message, or one not stuck: nothing changes.
+	mock.ExpectExec(q(sqlOp)).WithArgs(fixedNow, 4, "abuse:%").WillReturnResult(sqlmock.NewResult(0, 0))
 	if err := o.Requeue(context.Background(), 3); err != nil {
 		t.Errorf("Requeue(3) = %v", err)
 	}
@@ -391,19 +422,32 @@ func TestRequeue(t *testing.T) {
 
 func TestSuppressNormalizesAddress(t *testing.T) {
 	o, mock := mockOutbox(t)
-	mock.ExpectExec(q("INSERT INTO mail_suppressions (email, reason, created_at) VALUES (?, ?, ?)")).
-		WithArgs("ada@customer.example", "one-click unsubscribe", fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectQuery(q("SELECT COUNT(*) FROM mail_suppressions WHERE email = ?")).WithArgs("ada@customer.example").
-		WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
-	if err := o.Suppress(context.Background(), "Ada <ADA@Customer.Example>", "one-click unsubscribe"); err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	mock.ExpectExec(q(sqlSuppress)).
+		WithArgs("ada@customer.example", "unsubscribe", "one-click unsubscribe", fixedNow).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec(q(sqlSuppress)).
+		WithArgs("ada@customer.example", "unsubscribe", strings.Repeat("é", 255), fixedNow).WillReturnResult(sqlmock.NewResult(0, 0))
+	// An unsubscribe blocks marketing and not transactional mail: two queries.
+	mock.ExpectQuery(q(sqlSuppMarket)).WithArgs("ada@customer.example").
+		WillReturnRows(sqlmock.NewRows(suppColumns).AddRow("unsubscribe", "one-click unsubscribe", fixedNow))
+	mock.ExpectQuery(q(sqlSuppTrans)).WithArgs("ada@customer.example").WillReturnRows(sqlmock.NewRows(suppColumns))
+	if added, err := o.Suppress(ctx, nil, "Ada <ADA@Customer.Example>", mail.SuppressUnsubscribe, "one-click unsubscribe"); err != nil || !added {
+		t.Fatalf("Suppress = %v, %v", added, err)
 	}
-	got, err := o.IsSuppressed(context.Background(), "ada@CUSTOMER.example")
-	if err != nil || !got {
-		t.Errorf("IsSuppressed = %v, %v; want true", got, err)
+	if added, err := o.Suppress(ctx, nil, "ada@customer.example", mail.SuppressUnsubscribe, strings.Repeat("é", 300)); err != nil || added {
+		t.Fatalf("second Suppress = %v, %v; want not added, the reason cut to 255 characters", added, err)
 	}
-	if err := o.Suppress(context.Background(), "nobody", "x"); !errors.Is(err, mail.ErrInvalidMessage) {
-		t.Errorf("Suppress(invalid) = %v", err)
+	if got, err := o.IsSuppressed(ctx, "ada@CUSTOMER.example", mail.Marketing); err != nil || !got {
+		t.Errorf("IsSuppressed(marketing) = %v, %v; want true", got, err)
+	}
+	if got, err := o.IsSuppressed(ctx, "ada@CUSTOMER.example", mail.Transactional); err != nil || got {
+		t.Errorf("IsSuppressed(transactional) = %v, %v; want false", got, err)
+	}
+	if _, err := o.Suppress(ctx, nil, "nobody", mail.SuppressBounce, "x"); !errors.Is(err, mail.ErrInvalidMessage) {
+		t.Errorf("Suppress(invalid address) = %v", err)
+	}
+	if _, err := o.Suppress(ctx, nil, "a@b.example", "spam", "x"); err == nil || !strings.Contains(err.Error(), `suppression kind "spam"`) {
+		t.Errorf("Suppress(unknown kind) = %v", err)
 	}
 }
 
@@ -425,7 +469,7 @@ func TestDeliverStopsWhenRelayUnavailable(t *testing.T) {
 	if len(*sent) != 1 {
 		t.Errorf("send called %d times, want 1", len(*sent))
 	}
-	want := []mail.DeliveryItem{{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To,
+	want := []mail.DeliveryItem{{ID: 5, Key: "dunning:case:42:reminded", To: validMessage().To, Category: mail.Transactional,
 		Outcome: mail.OutcomeRequeued, Attempts: 3, Error: relayErr.Error()}}
 	if !reflect.DeepEqual(rep.Items, want) || rep.Requeued != 1 {
 		t.Errorf("report = %+v, want %+v", rep, want)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -262,4 +263,29 @@ func IsPermanent(err error) bool {
 		return te.Code >= 500 && te.Code <= 599
 	}
 	return false
+}
+
+// IsHardBounce reports whether err is the relay rejecting the recipient for good, so
+// the address should not be mailed again: a 5xx reply to RCPT TO, or any 5xx whose
+// enhanced status code (RFC 3463) is about the address, 5.1.x (no such user, bad
+// domain) or 5.2.1 (mailbox disabled). A 5xx about anything else is not a bounce: a
+// policy refusal (5.7.x, "relaying denied"), a refused sender (MAIL FROM) or refused
+// content (5.6.x, spam) is ours to fix, and suppressing the recipient for it would
+// cut a customer off their invoices because of our configuration. An enhanced code,
+// when the relay sends one, decides over the command it answered.
+//
+// Relays that accept every recipient and bounce later (most hosted ones) report hard
+// bounces out of band: record those with Outbox.Suppress and SuppressBounce.
+func IsHardBounce(err error) bool {
+	var se *gomail.SendError
+	if !errors.As(err, &se) || se.IsTemp() {
+		return false
+	}
+	if code := se.ErrorCode(); code < 500 || code > 599 {
+		return false
+	}
+	if esc := se.EnhancedStatusCode(); esc != "" {
+		return strings.HasPrefix(esc, "5.1.") || esc == "5.2.1"
+	}
+	return se.Reason == gomail.ErrSMTPRcptTo
 }

@@ -363,3 +363,38 @@ func TestIsPermanent(t *testing.T) {
 		})
 	}
 }
+
+func TestIsHardBounce(t *testing.T) {
+	tests := []struct {
+		code   int
+		text   string
+		bounce bool
+	}{
+		{550, "mailsink: injected failure", true}, // RCPT TO refused, no enhanced code
+		{550, "5.1.1 no such user", true},
+		{553, "5.1.3 bad recipient address syntax", true},
+		{554, "5.2.1 mailbox disabled", true},
+		{550, "5.7.1 relaying denied", false}, // our relay config, not the address
+		{550, "5.7.26 unauthenticated mail", false},
+		{552, "5.2.2 mailbox full", false},
+		{554, "5.6.0 content rejected", false},
+		{450, "4.2.1 mailbox busy", false},
+		{451, "4.1.1 try later", false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d %s", tt.code, tt.text), func(t *testing.T) {
+			err := rejection(t, tt.code, tt.text)
+			if got := mail.IsHardBounce(err); got != tt.bounce {
+				t.Errorf("IsHardBounce(%v) = %v, want %v", err, got, tt.bounce)
+			}
+			if tt.bounce && !mail.IsPermanent(err) {
+				t.Errorf("a hard bounce is not permanent: %v", err)
+			}
+		})
+	}
+	for _, err := range []error{nil, &textproto.Error{Code: 550, Msg: "x"}, mail.ErrInvalidMessage, errors.New("550 x")} {
+		if mail.IsHardBounce(err) {
+			t.Errorf("IsHardBounce(%v) = true, want false for anything but the relay's reply", err)
+		}
+	}
+}

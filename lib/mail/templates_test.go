@@ -3,6 +3,7 @@ package mail_test
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -144,5 +145,99 @@ func TestNewTemplatesErrors(t *testing.T) {
 				t.Errorf("err = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// writeDir writes files into a fresh directory, as a provider's --templates DIR.
+func writeDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestTemplateDirOverridesEmbeddedParts(t *testing.T) {
+	dir := writeDir(t, map[string]string{
+		// Only the HTML of reminder is rebranded; subject and text stay embedded.
+		"reminder.html.tmpl": `<p style="color:#c00">ACME: {{.Invoice}} is late</p>`,
+		// A template the job does not embed (a --funnel step of the provider's own).
+		"winback.subject.tmpl": "We miss you, {{.Name}}",
+		"winback.txt.tmpl":     "Come back, {{.Name}}.",
+		"winback.html.tmpl":    "<p>Come back, {{.Name}}.</p>",
+		"README.md":            "not a template: ignored",
+	})
+	tpl, err := mail.NewTemplates(os.DirFS("testdata/templates"), mail.TemplateDir(dir))
+	if err != nil {
+		t.Fatalf("NewTemplates: %v", err)
+	}
+	if got := tpl.Names(); !reflect.DeepEqual(got, []string{"reminder", "winback"}) {
+		t.Errorf("Names() = %v", got)
+	}
+	subject, text, html, err := tpl.Render("reminder", reminderData{Name: "Ada", Invoice: "INV-1", Amount: "1", DaysLate: 2, PayURL: "https://x.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject != "Invoice INV-1 is 2 days overdue" || !strings.HasPrefix(text, "Hello Ada,") {
+		t.Errorf("subject %q, text %q: want the embedded ones", subject, text)
+	}
+	if html != `<p style="color:#c00">ACME: INV-1 is late</p>` {
+		t.Errorf("html = %q, want the override", html)
+	}
+	if subject, _, _, err := tpl.Render("winback", reminderData{Name: "Ada"}); err != nil || subject != "We miss you, Ada" {
+		t.Errorf("added template: %q, %v", subject, err)
+	}
+	want := []string{filepath.Join(dir, "reminder.html.tmpl"), filepath.Join(dir, "winback.html.tmpl"),
+		filepath.Join(dir, "winback.subject.tmpl"), filepath.Join(dir, "winback.txt.tmpl")}
+	if got := tpl.Overrides(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Overrides() = %q, want %q", got, want)
+	}
+}
+
+func TestTemplateLayersLaterWins(t *testing.T) {
+	base := fstest.MapFS{
+		"a.subject.tmpl": {Data: []byte("base")}, "a.txt.tmpl": {Data: []byte("t")}, "a.html.tmpl": {Data: []byte("h")},
+	}
+	tpl, err := mail.NewTemplates(base,
+		mail.TemplateLayer{Name: "one", FS: fstest.MapFS{"a.subject.tmpl": {Data: []byte("one")}}},
+		mail.TemplateDir(""), // no --templates: no layer
+		mail.TemplateLayer{Name: "two", FS: fstest.MapFS{"a.subject.tmpl": {Data: []byte("two")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject, _, _, _ := tpl.Render("a", nil); subject != "two" {
+		t.Errorf("subject = %q, want the last layer's", subject)
+	}
+}
+
+func TestTemplateDirErrorsNameTheFile(t *testing.T) {
+	embedded := os.DirFS("testdata/templates")
+	bad := writeDir(t, map[string]string{"reminder.txt.tmpl": "Hello {{.Name}\n"})
+	_, err := mail.NewTemplates(embedded, mail.TemplateDir(bad))
+	if want := "mail template " + filepath.Join(bad, "reminder.txt.tmpl") + ": "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("unparsable override: err = %v, want it to start %q", err, want)
+	}
+	badHTML := writeDir(t, map[string]string{"reminder.html.tmpl": "<a href={{if}}>"})
+	if _, err := mail.NewTemplates(embedded, mail.TemplateDir(badHTML)); err == nil || !strings.Contains(err.Error(), filepath.Join(badHTML, "reminder.html.tmpl")) {
+		t.Errorf("unparsable HTML override: err = %v", err)
+	}
+	suffix := writeDir(t, map[string]string{"reminder.text.tmpl": "x"})
+	if _, err := mail.NewTemplates(embedded, mail.TemplateDir(suffix)); err == nil || !strings.Contains(err.Error(), filepath.Join(suffix, "reminder.text.tmpl")) {
+		t.Errorf("wrong suffix: err = %v", err)
+	}
+	partial := writeDir(t, map[string]string{"welcome.txt.tmpl": "x"})
+	if _, err := mail.NewTemplates(embedded, mail.TemplateDir(partial)); err == nil || !strings.Contains(err.Error(), "missing welcome.subject.tmpl") {
+		t.Errorf("a new template with one part: err = %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "nope")
+	if _, err := mail.NewTemplates(embedded, mail.TemplateDir(missing)); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a --templates that does not exist: err = %v, want it named", err)
+	}
+	// The embedded templates' own errors keep their plain file names.
+	if _, err := mail.NewTemplates(fstest.MapFS{"a.txt.tmpl": {Data: []byte("{{")}}); err == nil || !strings.HasPrefix(err.Error(), "mail template a.txt.tmpl: ") {
+		t.Errorf("embedded error: %v", err)
 	}
 }

@@ -3,7 +3,8 @@
 // a fake Sender would not.
 //
 // It speaks EHLO/HELO, MAIL FROM, RCPT TO, DATA, RSET, NOOP and QUIT, advertises
-// 8BITMIME and SMTPUTF8, and offers neither STARTTLS nor AUTH. A mail.Sender talks to
+// 8BITMIME, SMTPUTF8 and ENHANCEDSTATUSCODES (so a failure's reply text may carry an
+// RFC 3463 code the client reads), and offers neither STARTTLS nor AUTH. A mail.Sender talks to
 // it with SMTPConfig{Host: "127.0.0.1", Port: <sink port>, TLS: "none"} and no
 // Username: go-mail's default TLS policy would require STARTTLS, and with a Username
 // it would require AUTH.
@@ -50,6 +51,7 @@ type Sink struct {
 	msgs     []Received
 	failN    int
 	failCode int
+	failText string
 	dropN    int
 	conns    map[net.Conn]struct{}
 	closed   bool
@@ -96,9 +98,15 @@ func (s *Sink) Reset() {
 // FailNext makes the next n RCPT TO commands fail with code (451 for a temporary
 // failure, 550 for a permanent one), to test the sender's retry decisions.
 func (s *Sink) FailNext(n, code int) {
+	s.FailNextWith(n, code, "mailsink: injected failure")
+}
+
+// FailNextWith is FailNext with the reply's text, such as "5.1.1 no such user" or
+// "5.7.1 relaying denied", for tests of how a client reads an enhanced status code.
+func (s *Sink) FailNextWith(n, code int, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failN, s.failCode = n, code
+	s.failN, s.failCode, s.failText = n, code, text
 }
 
 // DropNext makes the sink record the next n messages and then hang up without
@@ -184,6 +192,7 @@ func (s *Sink) handle(c net.Conn) {
 			if tc.PrintfLine("250-mailsink greets %s", arg) != nil ||
 				tc.PrintfLine("250-8BITMIME") != nil ||
 				tc.PrintfLine("250-SMTPUTF8") != nil ||
+				tc.PrintfLine("250-ENHANCEDSTATUSCODES") != nil ||
 				tc.PrintfLine("250 SIZE %d", maxMessageSize) != nil {
 				return
 			}
@@ -240,8 +249,8 @@ func (s *Sink) handle(c net.Conn) {
 				}
 				continue
 			}
-			if code := s.takeFailure(); code != 0 {
-				if !reply(code, "mailsink: injected failure") {
+			if code, text := s.takeFailure(); code != 0 {
+				if !reply(code, text) {
 					return
 				}
 				continue
@@ -301,14 +310,14 @@ func (s *Sink) record(r Received) bool {
 	return false
 }
 
-func (s *Sink) takeFailure() int {
+func (s *Sink) takeFailure() (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failN <= 0 {
-		return 0
+		return 0, ""
 	}
 	s.failN--
-	return s.failCode
+	return s.failCode, s.failText
 }
 
 // pathArg parses "FROM:<addr> PARAMS" (or TO:), returning addr. Parameters such as

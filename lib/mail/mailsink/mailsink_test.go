@@ -82,7 +82,7 @@ func TestSinkProtocol(t *testing.T) {
 	c := dial(t, s)
 	cmd(t, c, 503, "MAIL FROM:<a@x.example>") // no EHLO yet
 	ext := cmd(t, c, 250, "EHLO client.example")
-	for _, want := range []string{"8BITMIME", "SMTPUTF8"} {
+	for _, want := range []string{"8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"} {
 		if !strings.Contains(ext, want) {
 			t.Errorf("EHLO reply %q does not advertise %s", ext, want)
 		}

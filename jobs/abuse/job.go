@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/cronkit/cronkit/lib/cases"
@@ -284,24 +285,15 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 // forEach runs fn on every item with at most n in flight; it stops starting new ones
 // when ctx ends.
 func forEach[T any](ctx context.Context, n int, items []T, fn func(context.Context, T)) {
-	if n < 1 {
-		n = 1
-	}
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(max(n, 1))
 	for _, it := range items {
 		if ctx.Err() != nil {
 			break
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			fn(ctx, it)
-		}()
+		g.Go(func() error { fn(ctx, it); return nil })
 	}
-	wg.Wait()
+	_ = g.Wait()
 }
 
 // limited puts the run's rate limit in front of every orchestrator call.

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cronkit/cronkit/lib/mysql"
 )
@@ -367,22 +367,13 @@ func (s *Store) recordError(ctx context.Context, a *Action, cause error) {
 // forEach runs fn on every item with at most n in flight; it stops starting new ones
 // when ctx ends.
 func forEach[T any](ctx context.Context, n int, items []T, fn func(context.Context, T)) {
-	if n < 1 {
-		n = 1
-	}
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(max(n, 1))
 	for _, it := range items {
 		if ctx.Err() != nil {
 			break
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			fn(ctx, it)
-		}()
+		g.Go(func() error { fn(ctx, it); return nil })
 	}
-	wg.Wait()
+	_ = g.Wait()
 }

@@ -148,10 +148,11 @@ type Store struct {
 }
 
 func (s *Store) now() time.Time {
-	if s.Now == nil {
-		return time.Now().UTC()
+	clock := s.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return s.Now().UTC()
+	return clock().UTC()
 }
 
 // Machine returns the named machine of the store.

@@ -783,7 +783,12 @@ func (r *runState) deliver(ctx context.Context) []int64 {
 	if limit <= 0 {
 		limit = defaultDeliverLimit
 	}
-	dr, err := r.j.outbox().Deliver(ctx, r.j.Sender, limit)
+	o := r.j.outbox()
+	if r.j.Config.Account != 0 {
+		// A run for one account delivers only that account's messages.
+		o.KeyPrefix = r.j.Funnel.messageKey(r.j.Config.Account, "")
+	}
+	dr, err := o.Deliver(ctx, r.j.Sender, limit)
 	r.count("mail_sent", int64(dr.Sent))
 	r.count("mail_requeued", int64(dr.Requeued))
 	r.count("mail_cancelled", int64(dr.Cancelled))

@@ -327,9 +327,13 @@ func dripRun(ctx context.Context, k *jobKit, clock *clockFlags, cs *cloudstackFl
 			return writePreview(f.preview, p, msg)
 		}
 	}
+	j := &drip.Job{Orchestrator: orch, Sender: sender, Funnel: fun, Templates: tmpl, Links: links,
+		Preview: preview, Config: cfg, Now: now}
+	if err := j.CheckConfig(); err != nil {
+		return err
+	}
 	return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
-		j := &drip.Job{DB: db, Orchestrator: orch, Sender: sender, Funnel: fun, Templates: tmpl, Links: links,
-			Preview: preview, Config: cfg, Now: now}
+		j.DB = db
 		rep, err := j.Run(ctx)
 		if len(placeholders) > 0 && rep != nil {
 			rep.Act("note", "configuration", "placeholders used for "+strings.Join(placeholders, ", ")+

@@ -118,10 +118,15 @@ func (c Config) recheck() time.Duration {
 	return defaultRecheck
 }
 
+// CheckConfig validates a run's configuration without the database, so a command
+// can refuse it (exit 2) before a run starts; Run checks it again. Its errors name
+// the flag.
+func (j *Job) CheckConfig() error { return j.check(true, false) }
+
 // check validates the job's configuration; its errors are usage errors (exit 2)
-// naming the flag. forRun adds what only a real run needs.
-func (j *Job) check(forRun bool) error {
-	if j.DB == nil {
+// naming the flag. forRun adds what only a run needs; needDB the database.
+func (j *Job) check(forRun, needDB bool) error {
+	if needDB && j.DB == nil {
 		return errors.New("drip: no database")
 	}
 	if j.Funnel == nil || j.Templates == nil {
@@ -234,7 +239,7 @@ func accountSubject(id int64) string { return fmt.Sprintf("account %d", id) }
 // place and the next run retries. A dry run does all of it but write, queue or send.
 func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	rep := run.NewReport("drip")
-	if err := j.check(true); err != nil {
+	if err := j.check(true, true); err != nil {
 		return rep, err
 	}
 	r := &runState{j: j, now: j.now(), runID: run.FromContext(ctx).ID, dry: j.Config.DryRun, rep: rep}
@@ -662,6 +667,8 @@ func (r *runState) effects(ctx context.Context, ch *cases.Change, s *signup, d D
 			}
 		}
 		ch.AfterCommit(func() {
+			zerolog.Ctx(ctx).Info().Str("step", d.Step).Time("send_at", p.SendAt).Str("time_zone", p.Location.String()).
+				Msg("step queued")
 			r.count("queued", 1)
 			if p.ZoneFallback {
 				r.count("time_zone_fallbacks", 1)
@@ -670,6 +677,7 @@ func (r *runState) effects(ctx context.Context, ch *cases.Change, s *signup, d D
 		})
 	case EventSkip:
 		ch.AfterCommit(func() {
+			zerolog.Ctx(ctx).Info().Str("step", d.Step).Str("reason", d.Reason).Msg("step skipped")
 			r.count("skipped", 1)
 			r.act("skip", subject, d.Reason, caseFields(run.Str("step", d.Step))...)
 		})
@@ -680,6 +688,8 @@ func (r *runState) effects(ctx context.Context, ch *cases.Change, s *signup, d D
 			}
 		}
 		ch.AfterCommit(func() {
+			zerolog.Ctx(ctx).Info().Str("from", ch.From).Str("to", ch.To).Str("exit", d.Exit).Str("reason", d.Reason).
+				Msg("left the funnel")
 			r.count(ch.To, 1)
 			extra := []run.Field{run.Str("from", ch.From)}
 			if d.Exit != "" {

@@ -31,8 +31,6 @@ ORDER BY 1`
 	execSetChecks = `INSERT INTO drip_due (funnel, account_id, check_at) VALUES %s
 ON DUPLICATE KEY UPDATE check_at = VALUES(check_at)`
 	queryCheckAt = `SELECT check_at FROM drip_due WHERE funnel = ? AND account_id = ?`
-	// queryFunnelCounts is drip_due as ops see it: in the funnel, due now.
-	queryFunnelCounts = `SELECT COUNT(check_at), COALESCE(SUM(check_at <= ?), 0) FROM drip_due WHERE funnel = ?`
 )
 
 // Facts, read for a chunk of accounts at a time (or one, inside a transaction).
@@ -46,41 +44,52 @@ FROM accounts WHERE id IN (%s)`
 	queryAccountShared = `SELECT id, email, name, time_zone, status, created_at, payment_method_verified,
   COALESCE(cloudstack_account_id, '')
 FROM accounts WHERE id = ? LOCK IN SHARE MODE`
-	// queryTrialCredit: per account and currency, the latest trial credit expiry and
-	// what is left of the unexpired trial credit (amount minus what invoices used).
-	// Takes now, now, then the accounts.
-	queryTrialCredit = `SELECT c.account_id, c.currency, MAX(c.expires_at),
+	// The facts beside the account row come in one round trip: the branches below,
+	// joined with UNION ALL (factBranches), each row tagged with its kind. Columns:
+	// kind, account, s1, s2, t1, t2, t3, n1, n2. The first branch fixes the names;
+	// MariaDB types each column over every branch. {accounts} is the accounts' IN list,
+	// {addresses} the normalized addresses', {keys} the funnel message keys' (lists of
+	// placeholders only, filled by factsQuery).
+	//
+	// factPaid: a first paid invoice is one with something to pay (a zero invoice
+	// covered by credit is not a payment).
+	factPaid = `SELECT 'paid' AS kind, account_id AS account, CAST(NULL AS CHAR(320)) AS s1, CAST(NULL AS CHAR(64)) AS s2,
+  CAST(NULL AS DATETIME(6)) AS t1, CAST(NULL AS DATETIME(6)) AS t2, CAST(NULL AS DATETIME(6)) AS t3,
+  CAST(NULL AS SIGNED) AS n1, CAST(NULL AS SIGNED) AS n2
+FROM invoices WHERE status = 'paid' AND total_minor > 0 AND account_id IN ({accounts}) GROUP BY account_id`
+	// factEnforcement: the open cases of other jobs' machines (abuse's dunning and
+	// free-credit cases): any of them exits the funnel.
+	factEnforcement = `SELECT 'enforcement', account_id, machine, NULL, NULL, NULL, NULL, NULL, NULL FROM cases
+WHERE account_id IN ({accounts}) AND closed_at IS NULL AND machine NOT LIKE 'drip:%'`
+	// factCase: every case of the funnel's machine, open or closed; the latest (the
+	// highest id) decides, and a closed one keeps the account out for good. Takes the
+	// machine.
+	factCase = `SELECT 'case', account_id, state, NULL, opened_at, state_since, closed_at, id, version FROM cases
+WHERE machine = ? AND account_id IN ({accounts})`
+	factSuppression = `SELECT 'suppression', NULL, email, kind, NULL, NULL, NULL, NULL, NULL FROM mail_suppressions
+WHERE email IN ({addresses})`
+	// factTrial: per account and currency, the latest trial credit expiry and what is
+	// left of the unexpired trial credit (amount minus what invoices used). Takes now,
+	// now.
+	factTrial = `SELECT 'trial', c.account_id, c.currency,
   CAST(SUM(CASE WHEN c.expires_at IS NULL OR c.expires_at > ?
     THEN c.amount - COALESCE((SELECT SUM(x.amount) FROM credit_applications x WHERE x.credit_id = c.id), 0)
-    ELSE 0 END) AS CHAR)
-FROM credits c WHERE c.reason = 'trial' AND c.granted_at <= ? AND c.account_id IN (%s)
-GROUP BY c.account_id, c.currency ORDER BY c.account_id, c.currency`
-	// queryPaidInvoice: a first paid invoice is one with something to pay (a zero
-	// invoice covered by credit is not a payment).
-	queryPaidInvoice = `SELECT DISTINCT account_id FROM invoices
-WHERE status = 'paid' AND total_minor > 0 AND account_id IN (%s)`
-	// queryOpenEnforcement lists the open cases of other jobs' machines (abuse's
-	// dunning and free-credit cases): any of them exits the funnel.
-	queryOpenEnforcement = `SELECT account_id, machine FROM cases
-WHERE account_id IN (%s) AND closed_at IS NULL AND machine NOT LIKE 'drip:%%'
-ORDER BY account_id, machine`
-	// queryFunnelCases returns every case of the funnel's machine, open or closed:
-	// the latest decides (a closed one keeps the account out for good). Takes the
-	// machine, then the accounts.
-	queryFunnelCases = `SELECT id, account_id, state, version, opened_at, state_since, closed_at FROM cases
-WHERE machine = ? AND account_id IN (%s) ORDER BY account_id, id`
-	querySuppressions = `SELECT email, kind FROM mail_suppressions WHERE email IN (%s) ORDER BY email, kind`
-	// queryFunnelMessages reads the funnel's own messages by key (one per account
-	// and step): what is in flight and when the latest went out.
-	queryFunnelMessages = `SELECT dedupe_key, status, next_attempt_at, sent_at FROM mail_outbox WHERE dedupe_key IN (%s)`
-	// queryMarketingTimes is lib/mail's MarketingTimes for many recipients at once
+    ELSE 0 END) AS CHAR),
+  MAX(c.expires_at), NULL, NULL, NULL, NULL
+FROM credits c WHERE c.reason = 'trial' AND c.granted_at <= ? AND c.account_id IN ({accounts})
+GROUP BY c.account_id, c.currency`
+	// factMessage: the funnel's own messages by key (one per account and step): what
+	// is in flight and when the latest went out.
+	factMessage = `SELECT 'message', NULL, dedupe_key, status, next_attempt_at, sent_at, NULL, NULL, NULL FROM mail_outbox
+WHERE dedupe_key IN ({keys})`
+	// factMarketing is lib/mail's MarketingTimes for many recipients at once
 	// (mail_outbox_recipient): when each marketing message of any campaign went or
-	// will go. Takes the addresses, then from.
-	queryMarketingTimes = `SELECT recipient_address, t FROM (
+	// will go. Takes from.
+	factMarketing = `SELECT 'marketing', NULL, recipient_address, NULL, t, NULL, NULL, NULL, NULL FROM (
   SELECT recipient_address, CASE status WHEN 'sent' THEN sent_at WHEN 'sending' THEN claimed_at ELSE next_attempt_at END AS t
   FROM mail_outbox
-  WHERE recipient_address IN (%s) AND category = 'marketing' AND status IN ('queued', 'sending', 'sent')
-) m WHERE t >= ? ORDER BY recipient_address, t`
+  WHERE recipient_address IN ({addresses}) AND category = 'marketing' AND status IN ('queued', 'sending', 'sent')
+) m WHERE t >= ?`
 	// queryUsage is has_vm's fallback without CloudStack: the account was billed
 	// for usage (charges_account_product_hour), which arrives a day late.
 	queryUsage = `SELECT DISTINCT account_id FROM charges WHERE account_id IN (%s)`

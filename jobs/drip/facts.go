@@ -170,181 +170,134 @@ func (j *Job) loadSignups(ctx context.Context, q querier, ids []int64, now time.
 		return out, nil
 	}
 
-	rows, err = q.QueryContext(ctx, fmt.Sprintf(queryPaidInvoice, in), args...)
-	if err != nil {
-		return nil, fmt.Errorf("drip facts: paid invoices: %w", err)
-	}
-	if err := scanRows(rows, func(rows *sql.Rows) error {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		if s := out[id]; s != nil {
-			s.paidInvoice = true
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("drip facts: paid invoices: %w", err)
-	}
-
-	rows, err = q.QueryContext(ctx, fmt.Sprintf(queryOpenEnforcement, in), args...)
-	if err != nil {
-		return nil, fmt.Errorf("drip facts: open cases: %w", err)
-	}
-	if err := scanRows(rows, func(rows *sql.Rows) error {
-		var id int64
-		var machine string
-		if err := rows.Scan(&id, &machine); err != nil {
-			return err
-		}
-		if s := out[id]; s != nil {
-			s.openCases = append(s.openCases, machine)
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("drip facts: open cases: %w", err)
-	}
-
-	rows, err = q.QueryContext(ctx, fmt.Sprintf(queryFunnelCases, in), append([]any{j.Funnel.MachineName()}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("drip facts: funnel cases: %w", err)
-	}
-	if err := scanRows(rows, func(rows *sql.Rows) error {
-		c := &Case{Machine: j.Funnel.MachineName()}
-		var closed sql.NullTime
-		if err := rows.Scan(&c.ID, &c.AccountID, &c.State, &c.Version, &c.OpenedAt, &c.StateSince, &closed); err != nil {
-			return err
-		}
-		c.OpenedAt, c.StateSince = c.OpenedAt.UTC(), c.StateSince.UTC()
-		if closed.Valid {
-			t := closed.Time.UTC()
-			c.ClosedAt = &t
-		}
-		if s := out[c.AccountID]; s != nil {
-			s.c = c // ordered by id: the latest wins
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("drip facts: funnel cases: %w", err)
-	}
-
 	byAddress := map[string][]*signup{}
 	for _, s := range out {
 		if s.address != "" {
 			byAddress[s.address] = append(byAddress[s.address], s)
 		}
 	}
+	query, fargs := j.factsQuery(ids, out, byAddress, now, o.stopOnly)
+	rows, err = q.QueryContext(ctx, query, fargs...)
+	if err != nil {
+		return nil, fmt.Errorf("drip facts: %w", err)
+	}
+	if err := scanRows(rows, func(rows *sql.Rows) error { return j.scanFact(rows, out, byAddress) }); err != nil {
+		return nil, fmt.Errorf("drip facts: %w", err)
+	}
+	for _, s := range out {
+		slices.Sort(s.openCases)
+		slices.Sort(s.suppressions)
+	}
+	return out, nil
+}
+
+// factsQuery assembles the facts' branches (all, or those Stop needs) into one
+// UNION ALL, with its arguments in order.
+func (j *Job) factsQuery(ids []int64, out map[int64]*signup, byAddress map[string][]*signup, now time.Time, stopOnly bool) (string, []any) {
+	accounts := idArgs(ids)
 	addresses := make([]any, 0, len(byAddress))
 	for a := range byAddress {
 		addresses = append(addresses, a)
 	}
+	var keys []any
+	var branches []string
+	var args []any
+	add := func(branch string, a ...any) {
+		branches = append(branches, branch)
+		args = append(args, a...)
+	}
+	add(factPaid, accounts...)
+	add(factEnforcement, accounts...)
+	add(factCase, append([]any{j.Funnel.MachineName()}, accounts...)...)
 	if len(addresses) > 0 {
-		rows, err = q.QueryContext(ctx, fmt.Sprintf(querySuppressions, inList(len(addresses))), addresses...)
-		if err != nil {
-			return nil, fmt.Errorf("drip facts: suppressions: %w", err)
+		add(factSuppression, addresses...)
+	}
+	if !stopOnly {
+		add(factTrial, append([]any{now, now}, accounts...)...)
+		for _, id := range ids {
+			if out[id] == nil {
+				continue
+			}
+			for _, st := range j.Funnel.Steps {
+				keys = append(keys, j.Funnel.messageKey(id, st.Name))
+			}
 		}
-		if err := scanRows(rows, func(rows *sql.Rows) error {
-			var email, kind string
-			if err := rows.Scan(&email, &kind); err != nil {
-				return err
-			}
-			for _, s := range byAddress[email] {
-				s.suppressions = append(s.suppressions, kind)
-			}
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("drip facts: suppressions: %w", err)
+		add(factMessage, keys...)
+		if len(addresses) > 0 {
+			add(factMarketing, append(append([]any(nil), addresses...), now.Add(-marketingLookback))...)
 		}
 	}
-	if o.stopOnly {
-		return out, nil
-	}
+	r := strings.NewReplacer("{accounts}", inList(len(accounts)), "{addresses}", inList(len(addresses)), "{keys}", inList(len(keys)))
+	return r.Replace(strings.Join(branches, "\nUNION ALL\n")), args
+}
 
-	rows, err = q.QueryContext(ctx, fmt.Sprintf(queryTrialCredit, in), append([]any{now, now}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("drip facts: trial credit: %w", err)
+// scanFact reads one row of the facts query into its account.
+func (j *Job) scanFact(rows *sql.Rows, out map[int64]*signup, byAddress map[string][]*signup) error {
+	var kind string
+	var account, n1, n2 sql.NullInt64
+	var s1, s2 sql.NullString
+	var t1, t2, t3 sql.NullTime
+	if err := rows.Scan(&kind, &account, &s1, &s2, &t1, &t2, &t3, &n1, &n2); err != nil {
+		return err
 	}
-	if err := scanRows(rows, func(rows *sql.Rows) error {
-		var id int64
-		var currency, left string
-		var expires sql.NullTime
-		if err := rows.Scan(&id, &currency, &expires, &left); err != nil {
-			return err
+	s := out[account.Int64]
+	switch kind {
+	case "paid":
+		if s != nil {
+			s.paidInvoice = true
 		}
-		s := out[id]
+	case "enforcement":
+		if s != nil {
+			s.openCases = append(s.openCases, s1.String)
+		}
+	case "case":
+		if s == nil || (s.c != nil && s.c.ID > n1.Int64) {
+			return nil // the latest case decides
+		}
+		c := &Case{ID: n1.Int64, AccountID: account.Int64, Machine: j.Funnel.MachineName(), State: s1.String,
+			Version: int(n2.Int64), OpenedAt: t1.Time.UTC(), StateSince: t2.Time.UTC()}
+		if t3.Valid {
+			closed := t3.Time.UTC()
+			c.ClosedAt = &closed
+		}
+		s.c = c
+	case "suppression":
+		for _, s := range byAddress[s1.String] {
+			s.suppressions = append(s.suppressions, s2.String)
+		}
+	case "trial":
 		if s == nil {
 			return nil
 		}
-		if expires.Valid && expires.Time.After(s.trialExpires) {
-			s.trialExpires = expires.Time.UTC()
+		if t1.Valid && t1.Time.After(s.trialExpires) {
+			s.trialExpires = t1.Time.UTC()
 		}
-		if text, ok := creditText(left, currency); ok {
+		if text, ok := creditText(s2.String, s1.String); ok {
 			s.trialLeft = append(s.trialLeft, text)
+			slices.Sort(s.trialLeft)
 		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("drip facts: trial credit: %w", err)
-	}
-
-	keys := make([]any, 0, len(out)*len(j.Funnel.Steps))
-	for _, id := range ids {
-		if out[id] == nil {
-			continue
-		}
-		for _, st := range j.Funnel.Steps {
-			keys = append(keys, j.Funnel.messageKey(id, st.Name))
-		}
-	}
-	rows, err = q.QueryContext(ctx, fmt.Sprintf(queryFunnelMessages, inList(len(keys))), keys...)
-	if err != nil {
-		return nil, fmt.Errorf("drip facts: funnel messages: %w", err)
-	}
-	if err := scanRows(rows, func(rows *sql.Rows) error {
-		var key, status string
-		var next time.Time
-		var sent sql.NullTime
-		if err := rows.Scan(&key, &status, &next, &sent); err != nil {
-			return err
-		}
-		id, step, ok := j.Funnel.parseKey(key)
+	case "message":
+		id, step, ok := j.Funnel.parseKey(s1.String)
 		s := out[id]
 		if !ok || s == nil {
 			return nil
 		}
-		switch status {
+		switch s2.String {
 		case "queued", "sending":
-			s.pending, s.pendingAt = step, next.UTC()
+			s.pending, s.pendingAt = step, t1.Time.UTC()
 		case "sent":
-			if sent.Valid && sent.Time.After(s.lastSent) {
-				s.lastSent = sent.Time.UTC()
+			if t2.Valid && t2.Time.After(s.lastSent) {
+				s.lastSent = t2.Time.UTC()
 			}
 		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("drip facts: funnel messages: %w", err)
+	case "marketing":
+		for _, s := range byAddress[s1.String] {
+			s.marketing = append(s.marketing, t1.Time.UTC())
+		}
+	default:
+		return fmt.Errorf("unknown fact %q", kind)
 	}
-
-	if len(addresses) > 0 {
-		rows, err = q.QueryContext(ctx, fmt.Sprintf(queryMarketingTimes, inList(len(addresses))),
-			append(addresses, now.Add(-marketingLookback))...)
-		if err != nil {
-			return nil, fmt.Errorf("drip facts: marketing mail: %w", err)
-		}
-		if err := scanRows(rows, func(rows *sql.Rows) error {
-			var addr string
-			var t time.Time
-			if err := rows.Scan(&addr, &t); err != nil {
-				return err
-			}
-			for _, s := range byAddress[addr] {
-				s.marketing = append(s.marketing, t.UTC())
-			}
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("drip facts: marketing mail: %w", err)
-		}
-	}
-	return out, nil
+	return nil
 }
 
 // scanRows calls fn on each row and closes rows.

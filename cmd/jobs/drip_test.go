@@ -482,3 +482,33 @@ func TestDripOperatorCommands(t *testing.T) {
 		t.Fatalf("show json: %d %s", code, out)
 	}
 }
+
+// The unsubscribe secret is a secret flag: read from CRONKIT_UNSUBSCRIBE_SECRET_FILE,
+// redacted from the recorded command line, never logged.
+func TestDripUnsubscribeSecretIsASecret(t *testing.T) {
+	w := newDripWorld(t, 1, "UTC")
+	secret := "SECRETMARKER-" + strings.Repeat("x", 32)
+	file := filepath.Join(t.TempDir(), "unsubscribe_secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	env := without(w.env(w.db.DSN), "CRONKIT_UNSUBSCRIBE_SECRET")
+	env["CRONKIT_UNSUBSCRIBE_SECRET_FILE"] = file
+	env["CRONKIT_LOG_LEVEL"] = "debug"
+	code, out, errOut := jobs(t, env, "drip", "--now", dripT0.Format(time.RFC3339), "--since", "2026-03-02")
+	if code != 0 || !strings.Contains(out, "queue") {
+		t.Fatalf("run with the secret from a file: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = jobs(t, without(env, "CRONKIT_UNSUBSCRIBE_SECRET_FILE"), "drip", "--now", dripT0.Format(time.RFC3339),
+		"--unsubscribe-secret", secret)
+	if code != 0 {
+		t.Fatalf("run with the secret as a flag: %d\n%s\n%s", code, out, errOut)
+	}
+	var args string
+	if err := w.db.QueryRow(`SELECT args FROM job_runs ORDER BY started_at DESC, id DESC LIMIT 1`).Scan(&args); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out+errOut+args, "SECRETMARKER") || !strings.Contains(args, "***") {
+		t.Fatalf("the secret leaked: args %s\n%s\n%s", args, out, errOut)
+	}
+}

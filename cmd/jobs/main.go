@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// The recipients' zones (drip's send windows) must not depend on the host's
+	// zoneinfo: a distroless image has none.
+	_ "time/tzdata"
 
 	"github.com/cronkit/cronkit/lib/run"
 )

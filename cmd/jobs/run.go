@@ -56,6 +56,7 @@ func commands() []*command {
 		noopCommand(),
 		billingCommand(),
 		abuseCommand(),
+		dripCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),
@@ -199,7 +200,7 @@ func noArgs(verb string, args []string) error {
 // secretFlags hold credentials: they also read NAME_FILE and never reach a log.
 var secretFlags = map[string]bool{
 	"db-dsn": true, "stripe-key": true, "cloudstack-secret-key": true, "smtp-password": true,
-	"cloudstack-api-key": true, "ping-url": true,
+	"cloudstack-api-key": true, "ping-url": true, "unsubscribe-secret": true,
 }
 
 // envName is the variable that sets a flag: --db-dsn is CRONKIT_DB_DSN.

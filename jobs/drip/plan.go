@@ -4,12 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cronkit/cronkit/lib/mail"
 	"github.com/cronkit/cronkit/lib/run"
 )
-
-// Category is the outbox category of every funnel message, the welcome included: a
-// marketing unsubscribe stops them all, and they count against the daily cap.
-const Category = "marketing"
 
 // Planned is one funnel message a run queued or, in a dry run, would queue: the
 // report line for programs (Fields) and for people (Detail).
@@ -46,7 +43,7 @@ func (p Planned) Fields() []run.Field {
 		run.Time("send_at", p.SendAt),
 		run.TimeIn("local_time", p.SendAt.In(p.Location)),
 		run.Str("time_zone", p.Location.String()),
-		run.Str("category", Category),
+		run.Str("category", string(mail.Marketing)), // every step, the welcome included
 	}
 	if p.ZoneFallback {
 		fields = append(fields, run.Bool("time_zone_fallback", true), run.Str("account_time_zone", p.AccountTimeZone))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/textproto"
 	"strings"
 	"time"
@@ -178,6 +179,23 @@ func (s *Sender) Send(ctx context.Context, msg Message) error {
 			return fmt.Errorf("send mail to %s: %w: %w", msg.To, ErrDeliveryUnknown, err)
 		}
 		return fmt.Errorf("send mail to %s: %w", msg.To, err)
+	}
+	return nil
+}
+
+// WriteMessage writes msg as the MIME message Send hands the relay, dated date: an
+// .eml file a mail client opens, for a dry run's preview (`jobs drip --preview DIR`)
+// to show exactly what would be sent, headers included. msg needs its From.
+func WriteMessage(w io.Writer, msg Message, date time.Time) error {
+	if msg.From == "" {
+		return fmt.Errorf("write mail to %s: %w: no From", msg.To, ErrInvalidMessage)
+	}
+	m, err := (&Sender{Now: func() time.Time { return date }}).build(msg)
+	if err != nil {
+		return fmt.Errorf("write mail to %s: %w", msg.To, err)
+	}
+	if _, err := m.WriteTo(w); err != nil {
+		return fmt.Errorf("write mail to %s: %w", msg.To, err)
 	}
 	return nil
 }

@@ -179,7 +179,7 @@ func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
 	}
 	var later []int64
 	for _, s := range p.ListSources() {
-		if s.Version >= 40 && s.Version <= 50 {
+		if s.Version >= 40 { // the library's 50 and every newer range (drip's 60...)
 			later = append(later, s.Version)
 			if _, err := p.ApplyVersion(ctx, s.Version, true); err != nil {
 				t.Fatalf("apply %d: %v", s.Version, err)
@@ -187,7 +187,7 @@ func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
 		}
 	}
 	if len(later) == 0 {
-		t.Fatal("no migrations in 40-50")
+		t.Fatal("no migrations from 40 on")
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
 	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), "lacks migration 22") {

@@ -360,8 +360,8 @@ func TestFakeInventoryAndEventsHaveTheReferenceShapes(t *testing.T) {
 	w.clock = w.day.Add(13*time.Hour + 30*time.Minute) // the volume and address still exist
 	for _, tc := range []struct {
 		command, file, list string
-		required           []string
-		times              []string
+		required            []string
+		times               []string
 	}{
 		{"listEvents", "listEvents.json", "event",
 			[]string{"id", "type", "state", "level", "created", "resourceid", "resourcetype", "account", "domainid"}, []string{"created"}},

@@ -1,0 +1,541 @@
+package reconcile
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cronkit/cronkit/lib/orchestrator"
+)
+
+// The two sides of the usage check as sorted streams: the orchestrator's, staged
+// into a TEMPORARY table on the run's own connection and read back in key order,
+// and the metering side, read (and sorted by the database) on another connection
+// while the first is staged.
+
+// usageRun is one Run.
+type usageRun struct {
+	u                *UsageCheck
+	emit             func(Finding) error
+	now, from, to    time.Time
+	settle           time.Duration
+	tolerance        time.Duration
+	lookback         time.Duration
+	batch            int
+	stats            UsageStats
+	judgedTo         time.Time
+	spanFrom, spanTo time.Time
+
+	// suspended are the accounts cronkit holds suspended or terminated, by their
+	// CloudStack account id.
+	suspended map[string]*suspendedAccount
+	// owners caches our account ids of CloudStack accounts, for findings.
+	owners map[string]int64
+
+	// Reused per resource by the merge.
+	covered []bool
+}
+
+// suspendedAccount is an account cronkit suspended or terminated, and what CloudStack
+// says of it.
+type suspendedAccount struct {
+	id                 int64
+	status, csID       string
+	caseID             int64
+	machine, caseState string
+	stateSince         sql.NullTime
+	csState            string // empty: CloudStack has no such account
+	running            int64
+	runningVMs         []string
+}
+
+// maxEvidence caps the lists a finding's evidence carries.
+const maxEvidence = 20
+
+// epoch stands for an unknown creation time in the staging table (DATETIME has no
+// zero value in strict mode).
+var epoch = time.Unix(0, 0).UTC()
+
+// orchRow is a staged row: an inventory row (event false) or an event.
+type orchRow struct {
+	kind  resourceKind
+	event bool
+	at    time.Time
+	what  string // inventory state, or event type
+	cs    string // CloudStack account id of the owner
+}
+
+// meterRow is a metering row: a raw record, or a usage_records row (usageType 0).
+type meterRow struct {
+	resource   string
+	usageType  int
+	start, end time.Time // end exclusive
+	raw        string    // rawusage (hours), or a usage_records quantity
+	cs         string    // CloudStack account id
+	account    int64     // our account id (0: unknown)
+	status     string    // collected, pending, ignored, usage_record
+	product    string
+}
+
+// billable reports a row billing charges, or will once its problem is fixed.
+func (m meterRow) billable() bool { return m.status != "ignored" }
+
+func (r *usageRun) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := r.loadSuspended(ctx); err != nil {
+		return err
+	}
+	if err := r.loadCoverage(ctx); err != nil {
+		return err
+	}
+	conn, err := r.openStage(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.closeStage(ctx, conn)
+	meter := r.readMetering(ctx)
+	defer meter.stop()
+	if err := r.stage(ctx, conn); err != nil {
+		return err
+	}
+	if err := r.merge(ctx, conn, meter); err != nil {
+		return err
+	}
+	return r.checkSuspended(ctx)
+}
+
+// loadCoverage sets how far running_not_metered judges: the window's end, no later
+// than Settle before now, nor than collect's coverage and last complete read.
+func (r *usageRun) loadCoverage(ctx context.Context) error {
+	r.judgedTo = r.to
+	if t := r.now.Add(-r.settle).Truncate(time.Hour); t.Before(r.judgedTo) {
+		r.judgedTo = t
+	}
+	var coverage, readTo sql.NullTime
+	err := r.u.DB.QueryRowContext(ctx, selectCollectCoverageSQL).Scan(&coverage, &readTo)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("usage check: read collect's coverage: %w", err)
+	}
+	for _, t := range []sql.NullTime{coverage, readTo} {
+		if t.Valid && t.Time.UTC().Truncate(time.Hour).Before(r.judgedTo) {
+			r.judgedTo = t.Time.UTC().Truncate(time.Hour)
+		}
+	}
+	if r.judgedTo.Before(r.from) {
+		r.judgedTo = r.from
+	}
+	r.stats.JudgedTo = r.judgedTo
+	return nil
+}
+
+func (r *usageRun) loadSuspended(ctx context.Context) error {
+	r.suspended = map[string]*suspendedAccount{}
+	rows, err := r.u.DB.QueryContext(ctx, selectSuspendedSQL)
+	if err != nil {
+		return fmt.Errorf("usage check: read suspended accounts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a := &suspendedAccount{}
+		if err := rows.Scan(&a.id, &a.status, &a.csID, &a.caseID, &a.machine, &a.caseState, &a.stateSince); err != nil {
+			return fmt.Errorf("usage check: read suspended accounts: %w", err)
+		}
+		if _, dup := r.suspended[a.csID]; !dup { // several claiming one: the lowest id
+			r.suspended[a.csID] = a
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("usage check: read suspended accounts: %w", err)
+	}
+	return nil
+}
+
+// openStage pins a connection and creates the staging table on it.
+func (r *usageRun) openStage(ctx context.Context) (*sql.Conn, error) {
+	conn, err := r.u.DB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("usage check: connect: %w", err)
+	}
+	for _, q := range []string{dropStageSQL, createStageSQL} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("%w: %w", ErrStaging, err)
+		}
+	}
+	return conn, nil
+}
+
+// closeStage drops the staging table, even after the run's context ended, so the
+// pooled connection goes back clean; one that cannot be cleaned is discarded.
+func (r *usageRun) closeStage(ctx context.Context, conn *sql.Conn) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := conn.ExecContext(dctx, dropStageSQL); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = conn.Close()
+}
+
+// stager buffers staged rows into multi-row INSERTs.
+type stager struct {
+	conn  *sql.Conn
+	batch int
+	n     int
+	args  []any
+}
+
+func (s *stager) add(ctx context.Context, resource string, k resourceKind, event bool, at time.Time, ord uint8, eventID, what, cs string) error {
+	src := 0
+	if event {
+		src = 1
+	}
+	if at.IsZero() || at.Before(epoch) {
+		at = epoch
+	}
+	s.args = append(s.args, resource, uint8(k), src, at.UTC(), ord, eventID, what, cs)
+	s.n++
+	if s.n >= s.batch {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+func (s *stager) flush(ctx context.Context) error {
+	if s.n == 0 {
+		return nil
+	}
+	if _, err := s.conn.ExecContext(ctx, insertStageSQL(s.n), s.args...); err != nil {
+		return fmt.Errorf("usage check: stage %d rows: %w", s.n, err)
+	}
+	s.n, s.args = 0, s.args[:0]
+	return nil
+}
+
+// stageable reports whether an id fits the staging table (CloudStack's are uuids).
+func stageable(id string) bool { return id != "" && len(id) <= 64 }
+
+// eventRetries is how many times the event log is read when it changed while read.
+const eventRetries = 3
+
+// stage reads the orchestrator's side into the staging table: accounts (only their
+// states are kept, for the suspended accounts), VMs, volumes, addresses, then the
+// event log from a lookback before the window up to now.
+func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
+	st := &stager{conn: conn, batch: r.batch}
+	o := r.u.Orchestrator
+	accounts, err := o.ListAccounts(ctx)
+	if err != nil {
+		return fmt.Errorf("usage check: %w", err)
+	}
+	r.stats.Accounts = int64(len(accounts))
+	for _, a := range accounts {
+		if s := r.suspended[a.ID]; s != nil {
+			s.csState = a.State
+		}
+	}
+	accounts = nil
+	for vm, err := range o.VMs(ctx, orchestrator.ListVMs{}) {
+		if err != nil {
+			return fmt.Errorf("usage check: %w", err)
+		}
+		if !stageable(vm.ID) {
+			continue
+		}
+		r.stats.VMs++
+		if err := st.add(ctx, vm.ID, kindVM, false, vm.Created, 0, "", vm.State, vm.AccountID); err != nil {
+			return err
+		}
+		if s := r.suspended[vm.AccountID]; s != nil && vm.State == orchestrator.VMRunning {
+			s.running++
+			if len(s.runningVMs) < maxEvidence {
+				s.runningVMs = append(s.runningVMs, vm.ID)
+			}
+		}
+	}
+	for v, err := range o.Volumes(ctx) {
+		if err != nil {
+			return fmt.Errorf("usage check: %w", err)
+		}
+		if !stageable(v.ID) {
+			continue
+		}
+		r.stats.Volumes++
+		state := v.State
+		if v.Destroyed {
+			state = "Destroy"
+		}
+		if err := st.add(ctx, v.ID, kindVolume, false, v.Created, 0, "", state, v.AccountID); err != nil {
+			return err
+		}
+	}
+	for ip, err := range o.PublicIPs(ctx) {
+		if err != nil {
+			return fmt.Errorf("usage check: %w", err)
+		}
+		if !stageable(ip.ID) {
+			continue
+		}
+		r.stats.IPs++
+		if err := st.add(ctx, ip.ID, kindIP, false, ip.Allocated, 0, "", ip.State, ip.AccountID); err != nil {
+			return err
+		}
+	}
+	// The events up to now: after the inventory was read, so that the last event of
+	// a resource is never older than what the inventory says of it.
+	r.spanFrom = r.from.Add(-r.lookback)
+	r.spanTo = r.u.now().UTC().Truncate(time.Second)
+	if r.spanTo.Before(r.to) {
+		r.spanTo = r.to
+	}
+	f := orchestrator.ListEvents{Start: r.spanFrom, End: r.spanTo, Types: orchestrator.UsageEventTypes()}
+	for attempt := 1; ; attempt++ {
+		err := r.stageEvents(ctx, st, f)
+		if errors.Is(err, orchestrator.ErrListChanged) && attempt < eventRetries {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	return st.flush(ctx)
+}
+
+func (r *usageRun) stageEvents(ctx context.Context, st *stager, f orchestrator.ListEvents) error {
+	r.stats.Events, r.stats.EventsSkipped = 0, 0
+	for ev, err := range r.u.Orchestrator.Events(ctx, f) {
+		if err != nil {
+			return fmt.Errorf("usage check: %w", err)
+		}
+		t, known := transitions[ev.Type]
+		if !known || !ev.Succeeded() || ev.Invalid != "" || !stageable(ev.ResourceID) || len(ev.ID) > 64 {
+			r.stats.EventsSkipped++
+			continue
+		}
+		r.stats.Events++
+		if err := st.add(ctx, ev.ResourceID, t.kind, true, ev.Created, t.order, ev.ID, ev.Type, ev.AccountID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// meterBatch is a slice of metering rows in flight between the reader and the merge.
+type meterBatch struct {
+	rows []meterRow
+	err  error
+}
+
+// meterStream is the metering side, read on its own connection by a goroutine.
+type meterStream struct {
+	ch     chan meterBatch
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// stop ends the reader and waits for it.
+func (m *meterStream) stop() {
+	m.cancel()
+	for range m.ch {
+	}
+	<-m.done
+}
+
+// meterBatchSize is how many metering rows travel together; a few batches are in
+// flight at most.
+const meterBatchSize = 512
+
+// readMetering starts reading the metering side of the window. The database sorts it
+// while the orchestrator's side is staged.
+func (r *usageRun) readMetering(ctx context.Context) *meterStream {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &meterStream{ch: make(chan meterBatch, 4), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		defer close(m.ch)
+		send := func(b meterBatch) bool {
+			select {
+			case m.ch <- b:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		rows, err := r.u.DB.QueryContext(ctx, selectMeteringSQL,
+			r.from.Add(-24*time.Hour), r.to, r.from, r.from, r.to)
+		if err != nil {
+			send(meterBatch{err: fmt.Errorf("usage check: read metering: %w", err)})
+			return
+		}
+		defer rows.Close()
+		batch := make([]meterRow, 0, meterBatchSize)
+		for rows.Next() {
+			var (
+				m          meterRow
+				res, cs    []byte
+				start, end time.Time
+			)
+			if err := rows.Scan(&res, &m.usageType, &start, &end, &m.raw, &cs, &m.account, &m.status, &m.product); err != nil {
+				send(meterBatch{err: fmt.Errorf("usage check: read metering: %w", err)})
+				return
+			}
+			m.resource, m.cs = string(res), string(cs)
+			m.start, m.end = start.UTC(), end.UTC().Add(time.Second)
+			batch = append(batch, m)
+			if len(batch) == meterBatchSize {
+				if !send(meterBatch{rows: batch}) {
+					return
+				}
+				batch = make([]meterRow, 0, meterBatchSize)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			send(meterBatch{err: fmt.Errorf("usage check: read metering: %w", err)})
+			return
+		}
+		if len(batch) > 0 {
+			send(meterBatch{rows: batch})
+		}
+	}()
+	return m
+}
+
+// meterCursor walks the metering stream one row at a time.
+type meterCursor struct {
+	m    *meterStream
+	rows []meterRow
+	i    int
+	done bool
+	err  error
+}
+
+// peek returns the next row without consuming it; false at the end or on error.
+func (c *meterCursor) peek() (*meterRow, bool) {
+	for !c.done && c.i >= len(c.rows) {
+		b, ok := <-c.m.ch
+		if !ok {
+			c.done = true
+			break
+		}
+		if b.err != nil {
+			c.err, c.done = b.err, true
+			break
+		}
+		c.rows, c.i = b.rows, 0
+	}
+	if c.done {
+		return nil, false
+	}
+	return &c.rows[c.i], true
+}
+
+// orchCursor walks the staged rows in key order.
+type orchCursor struct {
+	rows     *sql.Rows
+	resource string
+	row      orchRow
+	have     bool
+	done     bool
+	err      error
+}
+
+func (c *orchCursor) peek() (string, bool) {
+	if c.have {
+		return c.resource, true
+	}
+	if c.done {
+		return "", false
+	}
+	if !c.rows.Next() {
+		c.done, c.err = true, c.rows.Err()
+		return "", false
+	}
+	var (
+		res, cs []byte
+		src     uint8
+	)
+	if err := c.rows.Scan(&res, &c.row.kind, &src, &c.row.at, &c.row.what, &cs); err != nil {
+		c.done, c.err = true, err
+		return "", false
+	}
+	c.resource, c.row.cs, c.row.event = string(res), string(cs), src == 1
+	c.row.at = c.row.at.UTC()
+	if !c.row.at.After(epoch) {
+		c.row.at = time.Time{}
+	}
+	c.have = true
+	return c.resource, true
+}
+
+// merge reads both sides in resource order and evaluates each resource.
+func (r *usageRun) merge(ctx context.Context, conn *sql.Conn, meter *meterStream) error {
+	rows, err := conn.QueryContext(ctx, selectStageSQL)
+	if err != nil {
+		return fmt.Errorf("usage check: read staged rows: %w", err)
+	}
+	defer rows.Close()
+	oc := &orchCursor{rows: rows}
+	mc := &meterCursor{m: meter}
+	var (
+		orch   []orchRow
+		meters []meterRow
+		last   string
+		first  = true
+	)
+	for {
+		oKey, oOK := oc.peek()
+		mRow, mOK := mc.peek()
+		if oc.err != nil {
+			return fmt.Errorf("usage check: read staged rows: %w", oc.err)
+		}
+		if mc.err != nil {
+			return mc.err
+		}
+		if !oOK && !mOK {
+			return nil
+		}
+		key := oKey
+		if !oOK || (mOK && mRow.resource < oKey) {
+			key = mRow.resource
+		}
+		if !first && key <= last {
+			return fmt.Errorf("usage check: the two sides are not in one order (%q after %q)", key, last)
+		}
+		first, last = false, key
+		orch, meters = orch[:0], meters[:0]
+		for {
+			k, ok := oc.peek()
+			if !ok || k != key {
+				break
+			}
+			orch = append(orch, oc.row)
+			oc.have = false
+		}
+		for {
+			m, ok := mc.peek()
+			if !ok || m.resource != key {
+				break
+			}
+			meters = append(meters, *m)
+			mc.i++
+			r.stats.MeteringRows++
+		}
+		if oc.err != nil {
+			return fmt.Errorf("usage check: read staged rows: %w", oc.err)
+		}
+		if mc.err != nil {
+			return mc.err
+		}
+		r.stats.Resources++
+		if err := r.evaluate(ctx, key, orch, meters); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}

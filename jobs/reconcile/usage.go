@@ -145,8 +145,17 @@ func orDefault[T int | time.Duration](v, d T) T {
 // previous UTC day) and passes each finding to emit as it is found; an error from
 // emit stops the run and is returned.
 func (u *UsageCheck) Run(ctx context.Context, from, to time.Time, emit func(Finding) error) (UsageStats, error) {
+	r, err := u.newRun(from, to, emit)
+	if err != nil {
+		return UsageStats{}, err
+	}
+	err = r.run(ctx)
+	return r.stats, err
+}
+
+func (u *UsageCheck) newRun(from, to time.Time, emit func(Finding) error) (*usageRun, error) {
 	if u.DB == nil || u.Orchestrator == nil {
-		return UsageStats{}, errors.New("usage check: needs a database and the orchestrator")
+		return nil, errors.New("usage check: needs a database and the orchestrator")
 	}
 	now := u.now().UTC().Truncate(time.Second)
 	if from.IsZero() && to.IsZero() {
@@ -159,9 +168,9 @@ func (u *UsageCheck) Run(ctx context.Context, from, to time.Time, emit func(Find
 		to = t
 	}
 	if !from.Before(to) {
-		return UsageStats{}, fmt.Errorf("usage check: empty window %s .. %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+		return nil, fmt.Errorf("usage check: empty window %s .. %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
-	r := &usageRun{
+	return &usageRun{
 		u: u, emit: emit, now: now, from: from, to: to,
 		settle:    orDefault(u.Settle, DefaultSettle),
 		tolerance: orDefault(u.Tolerance, DefaultTolerance),
@@ -169,7 +178,5 @@ func (u *UsageCheck) Run(ctx context.Context, from, to time.Time, emit func(Find
 		batch:     orDefault(u.StageBatch, DefaultStageBatch),
 		stats:     UsageStats{From: from, To: to, Findings: map[string]int64{}},
 		owners:    map[string]int64{},
-	}
-	err := r.run(ctx)
-	return r.stats, err
+	}, nil
 }

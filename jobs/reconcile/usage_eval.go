@@ -76,7 +76,10 @@ func hoursText(seconds int64) string { return formatMicroHours(microHoursOf(seco
 // order: per kind, the inventory row then the events by time) against its metering
 // rows (by start).
 func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow, meters []meterRow) error {
-	var kinds []resourceKind
+	var (
+		kindBuf [3]resourceKind
+		kinds   = kindBuf[:0]
+	)
 	for _, o := range orch {
 		if !slices.Contains(kinds, o.kind) {
 			kinds = append(kinds, o.kind)
@@ -85,11 +88,10 @@ func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow
 	conflict := false
 	for _, k := range kinds {
 		var (
-			inv    *orchRow
-			events []timedEvent
-			owners []string
-			owner  string
+			inv   *orchRow
+			owner string
 		)
+		events, owners := r.events[:0], r.owners2[:0]
 		for i := range orch {
 			o := &orch[i]
 			if o.kind != k {
@@ -104,12 +106,10 @@ func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow
 				if !slices.Contains(owners, o.cs) {
 					owners = append(owners, o.cs)
 				}
-				owner = o.cs // the inventory's (first), else the latest event's
-				if inv != nil {
-					owner = inv.cs
-				}
+				owner = o.cs // the latest event's, unless the inventory names one
 			}
 		}
+		r.events, r.owners2 = events, owners
 		if inv != nil && inv.cs != "" {
 			owner = inv.cs
 		}
@@ -117,18 +117,21 @@ func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow
 		if inv != nil {
 			state, created = inv.what, inv.at
 		}
-		tl := timeline(k, inv != nil, state, created, events, r.spanFrom, r.spanTo)
+		var tl []segment
+		tl, r.evs = appendTimeline(r.segs, r.evs, k, inv != nil, state, created, events, r.spanFrom, r.spanTo)
+		r.segs = tl
 		for _, s := range tl {
 			if s.conflict {
 				conflict = true
 			}
 		}
-		var rows []meterRow
+		rows := r.rows[:0]
 		for _, m := range meters {
 			if kindOfUsage(m.usageType) == k || (m.usageType == 0 && k == kinds[0]) {
 				rows = append(rows, m)
 			}
 		}
+		r.rows = rows
 		subject := subject{resource: resource, kind: k, listed: inv != nil, state: state, owner: owner, owners: owners}
 		if err := r.checkRunning(ctx, subject, tl, rows); err != nil {
 			return err
@@ -358,7 +361,7 @@ func (r *usageRun) checkAccounts(ctx context.Context, s subject, rows []meterRow
 			return err
 		}
 		orch := s.orchestratorEvidence()
-		orch["owners"], orch["account_id"] = s.owners, ownerID
+		orch["owners"], orch["account_id"] = slices.Clone(s.owners), ownerID
 		if err := r.found(Finding{
 			Class: ClassAccountMismatch, Fingerprint: fingerprint(ClassAccountMismatch, s.resource, cs, s.owner),
 			AccountID: metered, ResourceID: s.resource,
@@ -402,7 +405,10 @@ func (r *usageRun) notFound(ctx context.Context, resource string, rows []meterRo
 // checkHours finds, per usage type, billable raw records carrying more hours than
 // the time they span.
 func (r *usageRun) checkHours(ctx context.Context, resource string, meters []meterRow) error {
-	var types []int
+	var (
+		typeBuf [4]int
+		types   = typeBuf[:0]
+	)
 	for _, m := range meters {
 		if m.usageType != 0 && m.billable() && !slices.Contains(types, m.usageType) {
 			types = append(types, m.usageType)
@@ -410,6 +416,9 @@ func (r *usageRun) checkHours(ctx context.Context, resource string, meters []met
 	}
 	slices.Sort(types)
 	for _, t := range types {
+		if single(meters, t) {
+			continue
+		}
 		var (
 			rows  []meterRow
 			spans []span
@@ -514,4 +523,21 @@ func (r *usageRun) checkSuspended(_ context.Context) error {
 		}
 	}
 	return nil
+}
+
+// single reports the common case of checkHours with nothing to report: one billable
+// record of the type, holding no more hours than its span.
+func single(meters []meterRow, usageType int) bool {
+	n, ok := 0, true
+	for _, m := range meters {
+		if m.usageType != usageType || !m.billable() {
+			continue
+		}
+		if n++; n > 1 {
+			return false
+		}
+		q, parsed := microHours(m.raw)
+		ok = !parsed || q <= microHoursOf(int64(m.end.Sub(m.start)/time.Second))+1
+	}
+	return ok
 }

@@ -37,6 +37,11 @@ type usageRun struct {
 
 	// Reused per resource by the merge.
 	covered []bool
+	segs    []segment
+	evs     []timedEvent
+	events  []timedEvent
+	rows    []meterRow
+	owners2 []string
 }
 
 // suspendedAccount is an account cronkit suspended or terminated, and what CloudStack

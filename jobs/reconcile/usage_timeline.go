@@ -156,7 +156,15 @@ type segment struct {
 // lacks (an event older than the log, or a CloudStack that logs none) is taken from
 // the inventory's creation time.
 func timeline(k resourceKind, listed bool, inv string, created time.Time, events []timedEvent, from, to time.Time) []segment {
-	evs := make([]timedEvent, 0, len(events)+1)
+	out, _ := appendTimeline(nil, nil, k, listed, inv, created, events, from, to)
+	return out
+}
+
+// appendTimeline is timeline writing into out[:0] with scratch for the events, so a
+// merge over a million resources reuses two buffers; it returns both.
+func appendTimeline(out []segment, scratch []timedEvent, k resourceKind, listed bool, inv string, created time.Time,
+	events []timedEvent, from, to time.Time) ([]segment, []timedEvent) {
+	out, evs := out[:0], scratch[:0]
 	hasCreate := false
 	for _, e := range events {
 		if t, ok := transitions[e.typ]; ok && t.kind == k {
@@ -169,14 +177,15 @@ func timeline(k resourceKind, listed bool, inv string, created time.Time, events
 	if listed && !hasCreate && !created.IsZero() && created.After(from) {
 		evs = append(evs, timedEvent{at: created, typ: createEvent[k]})
 	}
-	slices.SortStableFunc(evs, func(a, b timedEvent) int {
-		if c := a.at.Compare(b.at); c != 0 {
-			return c
-		}
-		return int(transitions[a.typ].order) - int(transitions[b.typ].order)
-	})
+	if len(evs) > 1 {
+		slices.SortStableFunc(evs, func(a, b timedEvent) int {
+			if c := a.at.Compare(b.at); c != 0 {
+				return c
+			}
+			return int(transitions[a.typ].order) - int(transitions[b.typ].order)
+		})
+	}
 	now := inventoryState(k, listed, inv)
-	var out []segment
 	add := func(s, e time.Time, st state) {
 		if s.Before(from) {
 			s = from
@@ -199,7 +208,7 @@ func timeline(k resourceKind, listed bool, inv string, created time.Time, events
 	}
 	if len(evs) == 0 {
 		add(from, to, now)
-		return out
+		return out, evs
 	}
 	add(from, evs[0].at, transitions[evs[0].typ].pre)
 	for i := 1; i < len(evs); i++ {
@@ -207,7 +216,7 @@ func timeline(k resourceKind, listed bool, inv string, created time.Time, events
 	}
 	last := evs[len(evs)-1]
 	add(last.at, to, transitions[last.typ].post&now)
-	return out
+	return out, evs
 }
 
 // seconds is how long within [from, to) the timeline is in a segment for which keep

@@ -46,8 +46,9 @@ const (
 	DefaultStageBatch = 1000
 )
 
-// ErrStaging wraps a failure to create the staging table: the check needs a session
-// that may create TEMPORARY tables (not a READ ONLY one, nor a SELECT-only user).
+// ErrStaging wraps a failure to stage the orchestrator's side, in the database's
+// TEMPORARY table and, failing that (a READ ONLY session, a SELECT-only user), in
+// temporary files.
 var ErrStaging = errors.New("usage check: cannot stage the orchestrator's side")
 
 // UsageCheck compares what CloudStack ran with what was metered (issue 10's usage
@@ -87,6 +88,12 @@ type UsageCheck struct {
 	Tolerance     time.Duration
 	EventLookback time.Duration
 	StageBatch    int
+	// TempDir is where a session that cannot create the staging table stages in
+	// files instead; empty means the system's temporary directory.
+	TempDir string
+
+	// runRows overrides stageRunRows (tests: many runs from a small world).
+	runRows int
 }
 
 // UsageStats is what one run read and found, for the report's counts.
@@ -108,6 +115,9 @@ type UsageStats struct {
 	Resources int64
 	Conflicts int64
 	Findings  map[string]int64
+	// Staging says where the orchestrator's side was staged: StagingDatabase, or
+	// StagingFiles for a session that may not create a TEMPORARY table.
+	Staging string
 }
 
 // PreviousDay is the default window: the UTC day before now's.

@@ -292,14 +292,17 @@ func stageAndRead(ctx context.Context, u *UsageCheck) (staged, metered int64, er
 	if err := r.loadCoverage(ctx); err != nil {
 		return 0, 0, err
 	}
-	conn, err := r.openStage(ctx)
+	sink, err := r.openStage(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer r.closeStage(ctx, conn)
+	defer sink.close()
 	meter := r.readMetering(ctx)
 	defer meter.stop()
-	if err := r.stage(ctx, conn); err != nil {
+	if err := r.stage(ctx, sink); err != nil {
+		return 0, 0, err
+	}
+	if err := sink.finish(ctx); err != nil {
 		return 0, 0, err
 	}
 	for b := range meter.ch {

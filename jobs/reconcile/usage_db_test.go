@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -432,19 +433,47 @@ VALUES (3, 'dunning', 'suspended', 3, ?, ?, '{}', ?)`, day.Add(-72*time.Hour), d
 	w.gone()
 }
 
-// TestUsageNeedsAWritableSession: a READ ONLY session cannot create the staging
-// table, and the run says so instead of comparing half the data.
-func TestUsageNeedsAWritableSession(t *testing.T) {
+// TestUsageStagesInFilesWhenTheSessionIsReadOnly: a dry run's READ ONLY session, or
+// a SELECT-only user, cannot create the staging table; the check stages in files
+// (sorted runs merged back) and finds the same findings, with the same
+// fingerprints, writing nothing.
+func TestUsageStagesInFilesWhenTheSessionIsReadOnly(t *testing.T) {
 	w := newUsageWorld(t)
-	ro, err := mysql.Open(context.Background(), w.db.DSN, mysql.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	w.exec(`DELETE FROM cloudstack_usage WHERE usage_id = 'vm-web' AND usage_type = 1 AND start_date = ?`, at(10, 0))
+	w.exec(`UPDATE cloudstack_usage SET cs_account_id = 'cs-beta', account_id = 2 WHERE usage_id = 'vol-data' AND start_date = ?`, at(7, 0))
+	w.rebuildUsageRecords()
+	want := w.planted(ClassAccountMismatch+" vol-data", ClassRunningNotMetered+" vm-web")
+	for name, dsn := range map[string]string{"read-only session": w.db.DSN, "select-only user": w.db.SelectOnlyUser(t)} {
+		t.Run(name, func(t *testing.T) {
+			ro, err := mysql.Open(context.Background(), dsn, mysql.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close()
+			c := w.check()
+			c.DB, c.TempDir, c.runRows = ro, t.TempDir(), 4 // a run file for every 4 rows
+			var got []Finding
+			stats, err := c.Run(context.Background(), time.Time{}, time.Time{}, func(f Finding) error { got = append(got, f); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stats.Staging != StagingFiles || stats.Resources != 9 || stats.Events != 15 {
+				t.Errorf("staging %q, %d resources, %d events; want files, 9, 15", stats.Staging, stats.Resources, stats.Events)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("findings:\n%s\nwant:\n%s", details(got), details(want))
+			}
+			for i := range got {
+				if got[i].Fingerprint != want[i].Fingerprint || got[i].Detail != want[i].Detail {
+					t.Errorf("files staging found\n%s\ndatabase staging\n%s", details(got[i:i+1]), details(want[i:i+1]))
+				}
+			}
+			if left, _ := filepath.Glob(filepath.Join(c.TempDir, "*")); len(left) != 0 {
+				t.Errorf("run files left behind: %q", left)
+			}
+		})
 	}
-	defer ro.Close()
-	c := w.check()
-	c.DB = ro
-	_, err = c.Run(context.Background(), time.Time{}, time.Time{}, func(Finding) error { return nil })
-	if !errors.Is(err, ErrStaging) {
-		t.Fatalf("read-only run: %v, want ErrStaging", err)
+	if _, stats := w.run(); stats.Staging != StagingDatabase {
+		t.Errorf("a writable session stages in %q, want the database", stats.Staging)
 	}
 }

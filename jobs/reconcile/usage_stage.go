@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/cronkit/cronkit/lib/orchestrator"
 )
 
@@ -97,17 +99,24 @@ func (r *usageRun) run(ctx context.Context) error {
 	if err := r.loadCoverage(ctx); err != nil {
 		return err
 	}
-	conn, err := r.openStage(ctx)
+	sink, err := r.openStage(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.closeStage(ctx, conn)
+	defer sink.close()
 	meter := r.readMetering(ctx)
 	defer meter.stop()
-	if err := r.stage(ctx, conn); err != nil {
+	if err := r.stage(ctx, sink); err != nil {
 		return err
 	}
-	if err := r.merge(ctx, conn, meter); err != nil {
+	if err := sink.finish(ctx); err != nil {
+		return err
+	}
+	src, err := sink.source(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.merge(ctx, src, meter); err != nil {
 		return err
 	}
 	return r.checkSuspended(ctx)
@@ -159,49 +168,61 @@ func (r *usageRun) loadSuspended(ctx context.Context) error {
 	return nil
 }
 
-// openStage pins a connection and creates the staging table on it.
-func (r *usageRun) openStage(ctx context.Context) (*sql.Conn, error) {
+// stageSink is where the orchestrator's side is staged: the database's TEMPORARY
+// table, or temporary files when the session may not create one.
+type stageSink interface {
+	add(ctx context.Context, r stagedRow) error
+	// finish writes what is still buffered.
+	finish(ctx context.Context) error
+	// source reads the rows back in key order, once finished.
+	source(ctx context.Context) (orchSource, error)
+	close()
+}
+
+// Staging places, for UsageStats.Staging.
+const (
+	StagingDatabase = "database"
+	StagingFiles    = "files"
+)
+
+// openStage creates the staging table on a pinned connection, or, when the session
+// refuses (READ ONLY, or no CREATE TEMPORARY TABLES privilege), stages in files.
+func (r *usageRun) openStage(ctx context.Context) (stageSink, error) {
 	conn, err := r.u.DB.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("usage check: connect: %w", err)
 	}
 	for _, q := range []string{dropStageSQL, createStageSQL} {
-		if _, err := conn.ExecContext(ctx, q); err != nil {
-			_ = conn.Close()
-			return nil, fmt.Errorf("%w: %w", ErrStaging, err)
+		if _, err = conn.ExecContext(ctx, q); err != nil {
+			break
 		}
 	}
-	return conn, nil
-}
-
-// closeStage drops the staging table, even after the run's context ended, so the
-// pooled connection goes back clean; one that cannot be cleaned is discarded.
-func (r *usageRun) closeStage(ctx context.Context, conn *sql.Conn) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if _, err := conn.ExecContext(dctx, dropStageSQL); err != nil {
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	if err == nil {
+		r.stats.Staging = StagingDatabase
+		return &dbStage{ctx: ctx, conn: conn, batch: r.batch}, nil
 	}
 	_ = conn.Close()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStaging, err)
+	}
+	zerolog.Ctx(ctx).Info().Err(err).Msg("usage check: cannot create the staging table; staging in temporary files")
+	r.stats.Staging = StagingFiles
+	return &fileStage{dir: r.u.TempDir, runRows: orDefault(r.u.runRows, stageRunRows)}, nil
 }
 
-// stager buffers staged rows into multi-row INSERTs.
-type stager struct {
+// dbStage buffers staged rows into multi-row INSERTs on the run's connection.
+type dbStage struct {
+	ctx   context.Context
 	conn  *sql.Conn
 	batch int
 	n     int
 	args  []any
+	rows  *sql.Rows
 }
 
-func (s *stager) add(ctx context.Context, resource string, k resourceKind, event bool, at time.Time, ord uint8, eventID, what, cs string) error {
-	src := 0
-	if event {
-		src = 1
-	}
-	if at.IsZero() || at.Before(epoch) {
-		at = epoch
-	}
-	s.args = append(s.args, resource, uint8(k), src, at.UTC(), ord, eventID, what, cs)
+func (s *dbStage) add(ctx context.Context, r stagedRow) error {
+	at := time.Unix(r.at, 0).UTC()
+	s.args = append(s.args, r.resource, uint8(r.kind), b2i(r.event), at, r.ord, r.eventID, r.what, r.cs)
 	s.n++
 	if s.n >= s.batch {
 		return s.flush(ctx)
@@ -209,7 +230,7 @@ func (s *stager) add(ctx context.Context, resource string, k resourceKind, event
 	return nil
 }
 
-func (s *stager) flush(ctx context.Context) error {
+func (s *dbStage) flush(ctx context.Context) error {
 	if s.n == 0 {
 		return nil
 	}
@@ -218,6 +239,31 @@ func (s *stager) flush(ctx context.Context) error {
 	}
 	s.n, s.args = 0, s.args[:0]
 	return nil
+}
+
+func (s *dbStage) finish(ctx context.Context) error { return s.flush(ctx) }
+
+func (s *dbStage) source(ctx context.Context) (orchSource, error) {
+	rows, err := s.conn.QueryContext(ctx, selectStageSQL)
+	if err != nil {
+		return nil, fmt.Errorf("usage check: read staged rows: %w", err)
+	}
+	s.rows = rows
+	return &orchCursor{rows: rows}, nil
+}
+
+// close drops the staging table, even after the run's context ended, so the pooled
+// connection goes back clean; one that cannot be cleaned is discarded.
+func (s *dbStage) close() {
+	if s.rows != nil {
+		_ = s.rows.Close()
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 30*time.Second)
+	defer cancel()
+	if _, err := s.conn.ExecContext(dctx, dropStageSQL); err != nil {
+		_ = s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	_ = s.conn.Close()
 }
 
 // stageable reports whether an id fits the staging table (CloudStack's are uuids).
@@ -229,8 +275,7 @@ const eventRetries = 3
 // stage reads the orchestrator's side into the staging table: accounts (only their
 // states are kept, for the suspended accounts), VMs, volumes, addresses, then the
 // event log from a lookback before the window up to now.
-func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
-	st := &stager{conn: conn, batch: r.batch}
+func (r *usageRun) stage(ctx context.Context, st stageSink) error {
 	o := r.u.Orchestrator
 	accounts, err := o.ListAccounts(ctx)
 	if err != nil {
@@ -251,7 +296,7 @@ func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
 			continue
 		}
 		r.stats.VMs++
-		if err := st.add(ctx, vm.ID, kindVM, false, vm.Created, 0, "", vm.State, vm.AccountID); err != nil {
+		if err := st.add(ctx, staged(vm.ID, kindVM, false, vm.Created, 0, "", vm.State, vm.AccountID)); err != nil {
 			return err
 		}
 		if s := r.suspended[vm.AccountID]; s != nil && vm.State == orchestrator.VMRunning {
@@ -273,7 +318,7 @@ func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
 		if v.Destroyed {
 			state = "Destroy"
 		}
-		if err := st.add(ctx, v.ID, kindVolume, false, v.Created, 0, "", state, v.AccountID); err != nil {
+		if err := st.add(ctx, staged(v.ID, kindVolume, false, v.Created, 0, "", state, v.AccountID)); err != nil {
 			return err
 		}
 	}
@@ -285,7 +330,7 @@ func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
 			continue
 		}
 		r.stats.IPs++
-		if err := st.add(ctx, ip.ID, kindIP, false, ip.Allocated, 0, "", ip.State, ip.AccountID); err != nil {
+		if err := st.add(ctx, staged(ip.ID, kindIP, false, ip.Allocated, 0, "", ip.State, ip.AccountID)); err != nil {
 			return err
 		}
 	}
@@ -307,10 +352,19 @@ func (r *usageRun) stage(ctx context.Context, conn *sql.Conn) error {
 		}
 		break
 	}
-	return st.flush(ctx)
+	return nil
 }
 
-func (r *usageRun) stageEvents(ctx context.Context, st *stager, f orchestrator.ListEvents) error {
+// staged is a staged row; an unknown time is the epoch.
+func staged(resource string, k resourceKind, event bool, at time.Time, ord uint8, eventID, what, cs string) stagedRow {
+	sec := at.Unix()
+	if at.IsZero() || sec < 0 {
+		sec = 0
+	}
+	return stagedRow{resource: resource, kind: k, event: event, at: sec, ord: ord, eventID: eventID, what: what, cs: cs}
+}
+
+func (r *usageRun) stageEvents(ctx context.Context, st stageSink, f orchestrator.ListEvents) error {
 	r.stats.Events, r.stats.EventsSkipped = 0, 0
 	for ev, err := range r.u.Orchestrator.Events(ctx, f) {
 		if err != nil {
@@ -322,7 +376,7 @@ func (r *usageRun) stageEvents(ctx context.Context, st *stager, f orchestrator.L
 			continue
 		}
 		r.stats.Events++
-		if err := st.add(ctx, ev.ResourceID, t.kind, true, ev.Created, t.order, ev.ID, ev.Type, ev.AccountID); err != nil {
+		if err := st.add(ctx, staged(ev.ResourceID, t.kind, true, ev.Created, t.order, ev.ID, ev.Type, ev.AccountID)); err != nil {
 			return err
 		}
 	}
@@ -438,15 +492,22 @@ func (c *meterCursor) peek() (*meterRow, bool) {
 	return &c.rows[c.i], true
 }
 
-// orchCursor walks the staged rows in key order.
+// orchCursor walks the staging table in key order.
 type orchCursor struct {
 	rows     *sql.Rows
 	resource string
 	row      orchRow
 	have     bool
 	done     bool
-	err      error
+	e        error
 }
+
+func (c *orchCursor) take() orchRow {
+	c.have = false
+	return c.row
+}
+
+func (c *orchCursor) err() error { return c.e }
 
 func (c *orchCursor) peek() (string, bool) {
 	if c.have {
@@ -456,7 +517,7 @@ func (c *orchCursor) peek() (string, bool) {
 		return "", false
 	}
 	if !c.rows.Next() {
-		c.done, c.err = true, c.rows.Err()
+		c.done, c.e = true, c.rows.Err()
 		return "", false
 	}
 	var (
@@ -464,7 +525,7 @@ func (c *orchCursor) peek() (string, bool) {
 		src     uint8
 	)
 	if err := c.rows.Scan(&res, &c.row.kind, &src, &c.row.at, &c.row.what, &cs); err != nil {
-		c.done, c.err = true, err
+		c.done, c.e = true, err
 		return "", false
 	}
 	c.resource, c.row.cs, c.row.event = string(res), string(cs), src == 1
@@ -477,13 +538,7 @@ func (c *orchCursor) peek() (string, bool) {
 }
 
 // merge reads both sides in resource order and evaluates each resource.
-func (r *usageRun) merge(ctx context.Context, conn *sql.Conn, meter *meterStream) error {
-	rows, err := conn.QueryContext(ctx, selectStageSQL)
-	if err != nil {
-		return fmt.Errorf("usage check: read staged rows: %w", err)
-	}
-	defer rows.Close()
-	oc := &orchCursor{rows: rows}
+func (r *usageRun) merge(ctx context.Context, oc orchSource, meter *meterStream) error {
 	mc := &meterCursor{m: meter}
 	var (
 		orch   []orchRow
@@ -491,14 +546,17 @@ func (r *usageRun) merge(ctx context.Context, conn *sql.Conn, meter *meterStream
 		last   string
 		first  = true
 	)
+	check := func() error {
+		if err := oc.err(); err != nil {
+			return fmt.Errorf("usage check: read staged rows: %w", err)
+		}
+		return mc.err
+	}
 	for {
 		oKey, oOK := oc.peek()
 		mRow, mOK := mc.peek()
-		if oc.err != nil {
-			return fmt.Errorf("usage check: read staged rows: %w", oc.err)
-		}
-		if mc.err != nil {
-			return mc.err
+		if err := check(); err != nil {
+			return err
 		}
 		if !oOK && !mOK {
 			return nil
@@ -517,8 +575,7 @@ func (r *usageRun) merge(ctx context.Context, conn *sql.Conn, meter *meterStream
 			if !ok || k != key {
 				break
 			}
-			orch = append(orch, oc.row)
-			oc.have = false
+			orch = append(orch, oc.take())
 		}
 		for {
 			m, ok := mc.peek()
@@ -529,11 +586,8 @@ func (r *usageRun) merge(ctx context.Context, conn *sql.Conn, meter *meterStream
 			mc.i++
 			r.stats.MeteringRows++
 		}
-		if oc.err != nil {
-			return fmt.Errorf("usage check: read staged rows: %w", oc.err)
-		}
-		if mc.err != nil {
-			return mc.err
+		if err := check(); err != nil {
+			return err
 		}
 		r.stats.Resources++
 		if err := r.evaluate(ctx, key, orch, meters); err != nil {

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -209,5 +210,72 @@ func TestFingerprintIsClassAndIdsOnly(t *testing.T) {
 	}
 	if fingerprint(ClassAccountMismatch, "vm-1", "a", "b") == fingerprint(ClassAccountMismatch, "vm-1", "ab") {
 		t.Error("ids must be separated in the hash")
+	}
+}
+
+// TestFileStageSortsAndDedupes: rows added in any order, some twice (an inventory
+// paged while it changed, an event log read again), come back in the staging
+// table's key order, once each, whether they fit in memory or spill to runs.
+func TestFileStageSortsAndDedupes(t *testing.T) {
+	in := []stagedRow{
+		{resource: "vm-b", kind: kindVM, what: "Running", cs: "a"},
+		{resource: "vm-a", kind: kindVM, event: true, at: 200, ord: 2, eventID: "e2", what: orchestrator.EventVMStop},
+		{resource: "vol-a", kind: kindVolume, what: "Ready", cs: "a"},
+		{resource: "vm-a", kind: kindVM, event: true, at: 100, ord: 0, eventID: "e1", what: orchestrator.EventVMCreate},
+		{resource: "vm-a", kind: kindVM, what: "Stopped", cs: "a"},
+		{resource: "vm-b", kind: kindVM, what: "Running", cs: "a"},
+		{resource: "vm-a", kind: kindVM, event: true, at: 200, ord: 1, eventID: "e3", what: orchestrator.EventVMStart},
+		{resource: "vm-a", kind: kindVM, event: true, at: 200, ord: 2, eventID: "e2", what: orchestrator.EventVMStop},
+		{resource: "ip-z", kind: kindIP, what: "Allocated", cs: "b"},
+	}
+	want := []string{
+		"ip-z ip inventory Allocated b",
+		"vm-a vm inventory Stopped a",
+		"vm-a vm 1970-01-01T00:01:40Z VM.CREATE ",
+		"vm-a vm 1970-01-01T00:03:20Z VM.START ",
+		"vm-a vm 1970-01-01T00:03:20Z VM.STOP ",
+		"vm-b vm inventory Running a",
+		"vol-a volume inventory Ready a",
+	}
+	for _, runRows := range []int{100, 2, 1} {
+		t.Run(fmt.Sprintf("runs of %d", runRows), func(t *testing.T) {
+			ctx := context.Background()
+			f := &fileStage{dir: t.TempDir(), runRows: runRows}
+			defer f.close()
+			for _, r := range in {
+				if err := f.add(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.finish(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if runRows < len(in) && len(f.files) == 0 {
+				t.Fatal("no run was written to disk")
+			}
+			src, err := f.source(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for {
+				res, ok := src.peek()
+				if !ok {
+					break
+				}
+				r := src.take()
+				when := "inventory"
+				if r.event {
+					when = r.at.Format(time.RFC3339)
+				}
+				got = append(got, strings.Join([]string{res, r.kind.String(), when, r.what, r.cs}, " "))
+			}
+			if err := src.err(); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

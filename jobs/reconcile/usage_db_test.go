@@ -477,3 +477,24 @@ func TestUsageStagesInFilesWhenTheSessionIsReadOnly(t *testing.T) {
 		t.Errorf("a writable session stages in %q, want the database", stats.Staging)
 	}
 }
+
+// TestUsageEmitErrorStopsTheRun: the caller refusing a finding (its store failed)
+// stops the run with that error, and the next run starts clean on the same pool.
+func TestUsageEmitErrorStopsTheRun(t *testing.T) {
+	w := newUsageWorld(t)
+	w.exec(`DELETE FROM cloudstack_usage WHERE usage_id IN ('vm-web', 'vm-batch') AND usage_type = 1 AND start_date = ?`, at(10, 0))
+	w.rebuildUsageRecords()
+	refused := errors.New("store refused")
+	calls := 0
+	c := w.check()
+	c.DB.SetMaxOpenConns(3)
+	stats, err := c.Run(context.Background(), time.Time{}, time.Time{}, func(Finding) error { calls++; return refused })
+	if !errors.Is(err, refused) || calls != 1 || stats.Findings[ClassRunningNotMetered] != 1 {
+		t.Fatalf("Run = %v after %d findings (%v); want the emit error after the first", err, calls, stats.Findings)
+	}
+	for i := 0; i < 3; i++ { // every connection of the pool, had one kept the table
+		if got, _ := w.run(); len(got) != 2 {
+			t.Fatalf("run %d after the failed one: %s", i, details(got))
+		}
+	}
+}

@@ -103,7 +103,11 @@ func (r *usageRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sink.close()
+	// Cancel first: a cursor closed half-read is then dropped, not drained.
+	defer func() {
+		cancel()
+		sink.close()
+	}()
 	meter := r.readMetering(ctx)
 	defer meter.stop()
 	if err := r.stage(ctx, sink); err != nil {

@@ -91,7 +91,7 @@ func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow
 			inv   *orchRow
 			owner string
 		)
-		events, owners := r.events[:0], r.owners2[:0]
+		events, owners := r.events[:0], r.ownerBuf[:0]
 		for i := range orch {
 			o := &orch[i]
 			if o.kind != k {
@@ -109,7 +109,7 @@ func (r *usageRun) evaluate(ctx context.Context, resource string, orch []orchRow
 				owner = o.cs // the latest event's, unless the inventory names one
 			}
 		}
-		r.events, r.owners2 = events, owners
+		r.events, r.ownerBuf = events, owners
 		if inv != nil && inv.cs != "" {
 			owner = inv.cs
 		}

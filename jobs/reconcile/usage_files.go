@@ -29,7 +29,7 @@ type stagedRow struct {
 	resource string
 	kind     resourceKind
 	event    bool
-	at       int64 // Unix seconds; epoch for unknown
+	at       int64 // Unix seconds; 0 (the epoch) for unknown
 	ord      uint8
 	eventID  string
 	what, cs string
@@ -65,7 +65,7 @@ func compareStaged(a, b *stagedRow) int {
 
 func (s *stagedRow) orch() orchRow {
 	r := orchRow{kind: s.kind, event: s.event, what: s.what, cs: s.cs}
-	if s.at > epoch.Unix() {
+	if s.at > 0 { // the epoch: unknown
 		r.at = time.Unix(s.at, 0).UTC()
 	}
 	return r

@@ -38,12 +38,12 @@ type usageRun struct {
 	owners map[string]int64
 
 	// Reused per resource by the merge.
-	covered []bool
-	segs    []segment
-	evs     []timedEvent
-	events  []timedEvent
-	rows    []meterRow
-	owners2 []string
+	covered  []bool
+	segs     []segment
+	evs      []timedEvent
+	events   []timedEvent
+	rows     []meterRow
+	ownerBuf []string
 }
 
 // suspendedAccount is an account cronkit suspended or terminated, and what CloudStack
@@ -61,10 +61,6 @@ type suspendedAccount struct {
 
 // maxEvidence caps the lists a finding's evidence carries.
 const maxEvidence = 20
-
-// epoch stands for an unknown creation time in the staging table (DATETIME has no
-// zero value in strict mode).
-var epoch = time.Unix(0, 0).UTC()
 
 // orchRow is a staged row: an inventory row (event false) or an event.
 type orchRow struct {
@@ -534,7 +530,7 @@ func (c *orchCursor) peek() (string, bool) {
 	}
 	c.resource, c.row.cs, c.row.event = string(res), string(cs), src == 1
 	c.row.at = c.row.at.UTC()
-	if !c.row.at.After(epoch) {
+	if c.row.at.Unix() <= 0 { // the epoch: unknown (DATETIME has no zero in strict mode)
 		c.row.at = time.Time{}
 	}
 	c.have = true

@@ -23,6 +23,9 @@ type Reader interface {
 	ListingCalls(ctx context.Context) (int, error)
 	UsagePages(ctx context.Context, f ListUsage) iter.Seq2[UsagePage, error]
 	UsageCoverage(ctx context.Context) (time.Time, error)
+	Events(ctx context.Context, f ListEvents) iter.Seq2[Event, error]
+	Volumes(ctx context.Context) iter.Seq2[Volume, error]
+	PublicIPs(ctx context.Context) iter.Seq2[PublicIP, error]
 }
 
 var (
@@ -91,6 +94,36 @@ func (d *DryRun) UsageCoverage(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("usage server metrics: %w (no orchestrator to read from)", ErrDryRun)
 	}
 	return d.Reader.UsageCoverage(ctx)
+}
+
+// Events reads through Reader: the event log is only read.
+func (d *DryRun) Events(ctx context.Context, f ListEvents) iter.Seq2[Event, error] {
+	if d.Reader == nil {
+		return func(yield func(Event, error) bool) {
+			yield(Event{}, fmt.Errorf("list events: %w (no orchestrator to read from)", ErrDryRun))
+		}
+	}
+	return d.Reader.Events(ctx, f)
+}
+
+// Volumes reads through Reader.
+func (d *DryRun) Volumes(ctx context.Context) iter.Seq2[Volume, error] {
+	if d.Reader == nil {
+		return func(yield func(Volume, error) bool) {
+			yield(Volume{}, fmt.Errorf("list volumes: %w (no orchestrator to read from)", ErrDryRun))
+		}
+	}
+	return d.Reader.Volumes(ctx)
+}
+
+// PublicIPs reads through Reader.
+func (d *DryRun) PublicIPs(ctx context.Context) iter.Seq2[PublicIP, error] {
+	if d.Reader == nil {
+		return func(yield func(PublicIP, error) bool) {
+			yield(PublicIP{}, fmt.Errorf("list public ips: %w (no orchestrator to read from)", ErrDryRun))
+		}
+	}
+	return d.Reader.PublicIPs(ctx)
 }
 
 // StopVM refuses: a dry run stops no VM.

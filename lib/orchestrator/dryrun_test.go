@@ -6,6 +6,7 @@ import (
 	"iter"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,9 @@ var clientMethods = standintest.Methods{
 	"ListingCalls":   standintest.Reads,
 	"UsagePages":     standintest.Reads,
 	"UsageCoverage":  standintest.Reads,
+	"Events":         standintest.Reads,
+	"Volumes":        standintest.Reads,
+	"PublicIPs":      standintest.Reads,
 	"StopVM":         standintest.Mutates,
 	"StartVM":        standintest.Mutates,
 	"DestroyVM":      standintest.Mutates,
@@ -74,6 +78,27 @@ func (r *recordingReader) UsagePages(_ context.Context, f orchestrator.ListUsage
 func (r *recordingReader) UsageCoverage(context.Context) (time.Time, error) {
 	r.calls = append(r.calls, "UsageCoverage")
 	return time.Date(2025, 3, 2, 0, 0, 0, 0, time.UTC), r.err
+}
+
+func (r *recordingReader) Events(_ context.Context, f orchestrator.ListEvents) iter.Seq2[orchestrator.Event, error] {
+	r.calls = append(r.calls, "Events")
+	return func(yield func(orchestrator.Event, error) bool) {
+		yield(orchestrator.Event{ID: "event-of-" + strings.Join(f.Types, ",")}, r.err)
+	}
+}
+
+func (r *recordingReader) Volumes(context.Context) iter.Seq2[orchestrator.Volume, error] {
+	r.calls = append(r.calls, "Volumes")
+	return func(yield func(orchestrator.Volume, error) bool) {
+		yield(orchestrator.Volume{ID: "vol-1"}, r.err)
+	}
+}
+
+func (r *recordingReader) PublicIPs(context.Context) iter.Seq2[orchestrator.PublicIP, error] {
+	r.calls = append(r.calls, "PublicIPs")
+	return func(yield func(orchestrator.PublicIP, error) bool) {
+		yield(orchestrator.PublicIP{ID: "ip-1"}, r.err)
+	}
 }
 
 func TestDryRunRefusesEveryChange(t *testing.T) {
@@ -137,6 +162,29 @@ func TestDryRunReadsDelegate(t *testing.T) {
 		t.Errorf("UsageCoverage = %v, %v; want the reader's 2025-03-02, %v", cov, err, errReader)
 	}
 
+	n = 0
+	for ev, err := range d.Events(ctx, orchestrator.ListEvents{Types: []string{orchestrator.EventVMStart}}) {
+		n++
+		if ev.ID != "event-of-VM.START" || !errors.Is(err, errReader) {
+			t.Errorf("Events yielded %+v, %v; want the reader's event, %v", ev, err, errReader)
+		}
+	}
+	for v, err := range d.Volumes(ctx) {
+		n++
+		if v.ID != "vol-1" || !errors.Is(err, errReader) {
+			t.Errorf("Volumes yielded %+v, %v; want the reader's vol-1, %v", v, err, errReader)
+		}
+	}
+	for ip, err := range d.PublicIPs(ctx) {
+		n++
+		if ip.ID != "ip-1" || !errors.Is(err, errReader) {
+			t.Errorf("PublicIPs yielded %+v, %v; want the reader's ip-1, %v", ip, err, errReader)
+		}
+	}
+	if n != 3 {
+		t.Errorf("Events, Volumes and PublicIPs yielded %d items, want the reader's three", n)
+	}
+
 	slices.Sort(r.calls)
 	if want := standintest.ReadNames(clientMethods); !slices.Equal(r.calls, want) {
 		t.Errorf("reader saw %q, want each read once: %q", r.calls, want)
@@ -163,6 +211,28 @@ func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
 		if !errors.Is(err, orchestrator.ErrDryRun) {
 			t.Errorf("UsagePages without reader yielded %v, want ErrDryRun", err)
 		}
+	}
+	refused := 0
+	for _, err := range d.Events(ctx, orchestrator.ListEvents{}) {
+		refused++
+		if !errors.Is(err, orchestrator.ErrDryRun) {
+			t.Errorf("Events without reader yielded %v, want ErrDryRun", err)
+		}
+	}
+	for _, err := range d.Volumes(ctx) {
+		refused++
+		if !errors.Is(err, orchestrator.ErrDryRun) {
+			t.Errorf("Volumes without reader yielded %v, want ErrDryRun", err)
+		}
+	}
+	for _, err := range d.PublicIPs(ctx) {
+		refused++
+		if !errors.Is(err, orchestrator.ErrDryRun) {
+			t.Errorf("PublicIPs without reader yielded %v, want ErrDryRun", err)
+		}
+	}
+	if refused != 3 {
+		t.Errorf("Events, Volumes and PublicIPs without reader yielded %d errors, want one each", refused)
 	}
 	n := 0
 	for _, err := range d.VMs(ctx, orchestrator.ListVMs{}) {

@@ -163,6 +163,12 @@ func (s *Server) handle(command string, p params, now time.Time) reply {
 		return s.listUsageRecords(command, p, now)
 	case "listUsageServerMetrics":
 		return s.listUsageServerMetrics(command, now)
+	case "listEvents":
+		return s.listEvents(command, p, now)
+	case "listVolumes":
+		return s.listVolumes(command, p, now)
+	case "listPublicIpAddresses":
+		return s.listPublicIPs(command, p, now)
 	default:
 		return apiError(command, 432, fmt.Sprintf("The given command %s either does not exist or is not implemented by fakecloudstack", command))
 	}

@@ -36,6 +36,21 @@ type job struct {
 // commands: the object's id and the job id. Callers hold s.mu.
 func (s *Server) startJob(command, cmdClass, instanceType, instanceID string, now time.Time,
 	finish func() (map[string]any, int, string)) reply {
+	if typ, ok := vmCommandEvents[command]; ok {
+		v := s.vms[instanceID]
+		parent := s.logEvent(typ, "Scheduled", "INFO", now, resourceVM, v.ID, v.Name, v.AccountID,
+			fmt.Sprintf("%s scheduled for Vm. Vm Id: %s", command, v.ID))
+		inner := finish
+		finish = func() (map[string]any, int, string) {
+			result, code, text := inner()
+			if text != "" {
+				e := s.logEvent(typ, "Completed", "ERROR", s.stamp(), resourceVM, v.ID, v.Name, v.AccountID,
+					fmt.Sprintf("Error while running %s for Vm. Vm Id: %s: %s", command, v.ID, text))
+				e.parentID = parent.id
+			}
+			return result, code, text
+		}
+	}
 	j := &job{
 		id: s.newID(), cmdClass: cmdClass,
 		instanceType: instanceType, instanceID: instanceID,

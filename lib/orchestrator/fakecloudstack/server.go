@@ -113,8 +113,9 @@ type Server struct {
 
 	// at is the instant of the request being handled: state changes are stamped
 	// with it, for the usage server.
-	at    time.Time
-	usage usageServer
+	at     time.Time
+	usage  usageServer
+	events []*fakeEvent
 }
 
 type injectedFailure struct {
@@ -255,6 +256,8 @@ func (s *Server) AddVM(v VM) (VM, error) {
 	s.vms[v.ID] = &stored
 	s.vmOrder = append(s.vmOrder, v.ID)
 	s.trackVM(&stored)
+	s.logEvent("VM.CREATE", "Completed", "INFO", v.Created, resourceVM, v.ID, v.Name, v.AccountID,
+		"Successfully completed deploying Vm. Vm Id: "+v.ID)
 	return v, nil
 }
 

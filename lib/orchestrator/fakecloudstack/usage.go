@@ -38,6 +38,8 @@ type Volume struct {
 	Name      string `json:"name,omitempty"`
 	AccountID string `json:"accountid"`
 	VMID      string `json:"virtualmachineid,omitempty"`
+	// Type is ROOT or DATADISK (the default).
+	Type string `json:"type,omitempty"`
 	// SizeBytes is the volume's size; usage reports it as "size".
 	SizeBytes      int64     `json:"size"`
 	DiskOfferingID string    `json:"diskofferingid,omitempty"`
@@ -130,18 +132,18 @@ func (s *Server) trackVM(v *VM) {
 	s.usage.version++
 }
 
-// setState changes a VM's state and stamps the change for the usage server.
+// setState changes a VM's state, stamps the change for the usage server and logs
+// the event it means.
 // Callers hold s.mu.
 func (s *Server) setState(v *VM, state string) {
+	from := v.State
 	v.State = state
+	at := s.stamp()
 	if u := s.usage.vmIndex[v.ID]; u != nil {
-		at := s.at
-		if at.IsZero() {
-			at = s.now()
-		}
-		u.changes = append(u.changes, stateChange{at: at.UTC().Truncate(time.Second), state: state})
+		u.changes = append(u.changes, stateChange{at: at, state: state})
 		s.usage.version++
 	}
+	s.logVMState(v, from, state, at)
 }
 
 // AddVolume adds a volume owned by an existing account; its usage starts at Created
@@ -169,9 +171,18 @@ func (s *Server) AddVolume(v Volume) (Volume, error) {
 		v.Created = now
 	}
 	v.Created = v.Created.UTC().Truncate(time.Second)
+	if !v.Deleted.IsZero() {
+		v.Deleted = v.Deleted.UTC().Truncate(time.Second)
+	}
 	stored := v
 	s.usage.volumes = append(s.usage.volumes, &stored)
 	s.usage.version++
+	s.logEvent("VOLUME.CREATE", "Completed", "INFO", v.Created, resourceVolume, v.ID, v.Name, v.AccountID,
+		"Successfully completed creating Volume. Volume Id: "+v.ID)
+	if !v.Deleted.IsZero() {
+		s.logEvent("VOLUME.DELETE", "Completed", "INFO", v.Deleted, resourceVolume, v.ID, v.Name, v.AccountID,
+			"Successfully completed deleting Volume. Volume Id: "+v.ID)
+	}
 	return v, nil
 }
 
@@ -193,9 +204,18 @@ func (s *Server) AddPublicIP(ip PublicIP) (PublicIP, error) {
 		ip.Allocated = now
 	}
 	ip.Allocated = ip.Allocated.UTC().Truncate(time.Second)
+	if !ip.Released.IsZero() {
+		ip.Released = ip.Released.UTC().Truncate(time.Second)
+	}
 	stored := ip
 	s.usage.ips = append(s.usage.ips, &stored)
 	s.usage.version++
+	s.logEvent("NET.IPASSIGN", "Completed", "INFO", ip.Allocated, resourceIP, ip.ID, ip.Address, ip.AccountID,
+		"Successfully completed assigning IP address. Ip Id: "+ip.ID)
+	if !ip.Released.IsZero() {
+		s.logEvent("NET.IPRELEASE", "Completed", "INFO", ip.Released, resourceIP, ip.ID, ip.Address, ip.AccountID,
+			"Successfully completed releasing IP address. Ip Id: "+ip.ID)
+	}
 	return ip, nil
 }
 

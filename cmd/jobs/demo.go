@@ -51,6 +51,9 @@ type demoStep struct {
 	args  []string
 	dsn   string // overrides the DSN (the SELECT-only one for dry runs)
 	ok    []int
+	// do, instead of a command, is something outside cronkit (a customer adding a
+	// card, a click on unsubscribe) that the story needs.
+	do func(context.Context) error
 }
 
 func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
@@ -141,6 +144,11 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
 		childEnv = append(childEnv, "CRONKIT_LOG_LEVEL=warn")
 	}
+	drip := &dripDemo{e: e, db: db, sink: sink, dir: dir}
+	if childEnv, err = drip.start(ctx, childEnv); err != nil {
+		return err
+	}
+	defer drip.stop()
 	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.RFC3339) }
 	late := fmt.Sprint(fixtures.LatePayerID)
 	steps := []demoStep{
@@ -154,10 +162,17 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 		{title: fmt.Sprintf("abuse, %d days later (today): the late payer is suspended", demoDays), args: []string{"abuse", "--now", day(demoDays)}, ok: []int{0, 3}},
 		{title: "what happened to the late payer?", args: []string{"abuse", "show", late}, ok: []int{0}},
 		{title: "what happened to the miner?", args: []string{"abuse", "show", fmt.Sprint(fixtures.MinerID)}, ok: []int{0}},
-		{title: "the runs, as recorded in job_runs", args: []string{"history", "--limit", "20"}, ok: []int{0}},
 	}
+	steps = append(steps, dripSteps(drip, func(d int) time.Time { return now.AddDate(0, 0, d) }, roDSN)...)
+	steps = append(steps, demoStep{title: "the runs, as recorded in job_runs", args: []string{"history", "--limit", "30"}, ok: []int{0}})
 	var failed []string
 	for _, s := range steps {
+		if s.do != nil {
+			if err := s.do(ctx); err != nil {
+				failed = append(failed, err.Error())
+			}
+			continue
+		}
 		if find(s.args[0]) == nil {
 			failed = append(failed, fmt.Sprintf("jobs %s: no such command in this build", s.args[0]))
 			continue
@@ -176,7 +191,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	}
 	e.section("mail sent through SMTP (captured by the sink)")
 	for _, m := range sink.Messages() {
-		fmt.Fprintf(e.stdout, "%-32s %s\n", strings.Join(m.To, ","), m.Header.Get("Subject"))
+		fmt.Fprintf(e.stdout, "%-32s %s%s\n", strings.Join(m.To, ","), m.Header.Get("Subject"), demoUnsubscribeFor(m))
 	}
 	if len(sink.Messages()) == 0 {
 		fmt.Fprintln(e.stdout, "(none)")

@@ -456,10 +456,12 @@ func (r *rater) lateScan(ctx context.Context) error {
 // (each run rereads what was recorded in the ten minutes before the previous one).
 const lateMargin = 10 * time.Minute
 
-// horizonSlack covers the clocks the horizon compares: INNODB_TRX shows a
-// transaction's start truncated to the second and taken a moment after its first
-// statement began, and PROCESSLIST measures a statement's age on another timer than
-// NOW().
+// horizonSlack is taken off the mark for what the horizon cannot see exactly:
+// INNODB_TRX is a cache InnoDB refreshes at most every 0.1 s, so a transaction begun
+// just before the scan may be missing from it; a transaction shows there from the
+// moment InnoDB starts it, a little after its first statement took NOW(); and
+// PROCESSLIST times a statement on another clock than NOW(). With nothing in flight
+// the next run rereads only this last second.
 const horizonSlack = time.Second
 
 // scanHorizon returns where the next late-usage scan must start: a committed
@@ -473,54 +475,104 @@ const horizonSlack = time.Second
 // sequence has the same flaw (given out at insert, visible at commit) and misses
 // corrections, which update rows in place.
 //
-// So the mark is taken before this scan reads anything, as the earliest of:
+// So the mark is taken before this scan reads anything, as horizonSlack before the
+// earliest of:
 //   - NOW(): statements that start later stamp later;
 //   - the start of the oldest transaction in flight that has written anything
-//     (INNODB_TRX, minus horizonSlack): whatever it wrote or will write is stamped
-//     no earlier than its start, and it may commit after our scan;
+//     (INNODB_TRX): whatever it wrote or will write is stamped no earlier than its
+//     start, and it may commit after our scan;
 //   - the start of the oldest statement still running (PROCESSLIST): one that was
 //     stamped but has not reached InnoDB yet (waiting for a metadata lock), or is
 //     writing its first rows, is not in INNODB_TRX.
 //
 // A row this scan does not see belongs to a transaction that had not committed when
 // the scan read, so it was in flight when the mark was taken (and is covered by one
-// of the last two) or started after (and is stamped after NOW()). Everything
-// stamped before the mark had committed or rolled back by then, and this scan sees
-// it. With nothing in flight the mark is NOW(): the next run reads only what was
-// recorded since, so a run right after a bulk load does not repeat it.
+// of the last two, the slack covering what they show late) or started after (and is
+// stamped after NOW()). Everything stamped before the mark had committed or rolled
+// back by then, and this scan sees it. With nothing in flight the mark is a second
+// before NOW(): the next run reads only what was recorded since, so a run right
+// after a bulk load does not repeat it.
 //
 // What it relies on: recorded_at is left to the server (the column's default and ON
 // UPDATE), writers use UTC sessions, the server's clock does not step backwards,
 // and a transaction whose first statement waited longer than horizonSlack for a
 // metadata lock (DDL on usage_records) is not still open when a scan runs. Without
-// the PROCESS privilege it falls back to lateMargin, reported.
+// the PROCESS privilege, or when INNODB_TRX stays stale, it falls back to
+// lateMargin, reported.
 func (r *rater) scanHorizon(ctx context.Context) (time.Time, error) {
-	var now time.Time
-	var oldestTrx sql.NullTime
-	var longestStmt sql.NullInt64
-	err := r.j.DB.QueryRowContext(ctx, scanHorizonSQL).Scan(&now, &oldestTrx, &longestStmt)
-	if mysql.IsAccessDenied(err) {
-		if err := r.j.DB.QueryRowContext(ctx, `SELECT NOW(6)`).Scan(&now); err != nil {
-			return time.Time{}, fmt.Errorf("late usage scan: %w", err)
+	for attempt := 1; ; attempt++ {
+		h, err := readHorizon(ctx, r.j.DB)
+		if mysql.IsAccessDenied(err) {
+			return r.marginMark(ctx, "no PROCESS privilege (GRANT PROCESS for a committed mark)")
 		}
-		r.log.Warn().Err(err).Msg("late usage scan: no PROCESS privilege, falling back to a 10-minute margin")
-		r.rep.Act("late_scan", "margin", "no PROCESS privilege: the next scan rereads the last 10 minutes (GRANT PROCESS for a committed mark)")
-		return now.Add(-lateMargin), nil
+		if err != nil {
+			return time.Time{}, fmt.Errorf("late usage scan: find work in flight: %w", err)
+		}
+		if h.fresh {
+			mark := h.now
+			if h.oldestTrx.Valid {
+				mark = minTime(mark, h.oldestTrx.Time)
+			}
+			if h.longestStmt.Valid {
+				mark = minTime(mark, h.now.Add(-time.Duration(h.longestStmt.Int64)*time.Microsecond))
+			}
+			if mark.Before(h.now) {
+				r.log.Info().Time("mark", mark).Dur("behind", h.now.Sub(mark)).Msg("late usage scan: work in flight holds the mark back")
+			}
+			return mark.Add(-horizonSlack), nil
+		}
+		if attempt == horizonAttempts {
+			return r.marginMark(ctx, "INNODB_TRX was not refreshed (something reads it more often than every 0.1 s)")
+		}
+		t := time.NewTimer(horizonRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return time.Time{}, fmt.Errorf("late usage scan: %w", cause(ctx))
+		}
 	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("late usage scan: find transactions in flight: %w", err)
+}
+
+// horizonAttempts and horizonRetry bound the wait for a fresh INNODB_TRX: InnoDB
+// refreshes that table only when nobody has read it for 0.1 s.
+const (
+	horizonAttempts = 5
+	horizonRetry    = 150 * time.Millisecond
+)
+
+// horizon is what scanHorizonSQL read, and whether INNODB_TRX was fresh: it listed
+// our own transaction, begun just before, so it shows every transaction begun
+// before that too.
+type horizon struct {
+	now         time.Time
+	oldestTrx   sql.NullTime
+	longestStmt sql.NullInt64
+	fresh       bool
+}
+
+func readHorizon(ctx context.Context, db *sql.DB) (horizon, error) {
+	var h horizon
+	err := mysql.InTx(ctx, db, nil, func(tx *sql.Tx) error {
+		// A locking read registers this transaction with InnoDB at once.
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`).Scan(&n); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, scanHorizonSQL).Scan(&h.now, &h.oldestTrx, &h.longestStmt, &h.fresh)
+	})
+	return h, err
+}
+
+// marginMark is the fallback when the database cannot say what is in flight.
+func (r *rater) marginMark(ctx context.Context, why string) (time.Time, error) {
+	var now time.Time
+	if err := r.j.DB.QueryRowContext(ctx, `SELECT NOW(6)`).Scan(&now); err != nil {
+		return time.Time{}, fmt.Errorf("late usage scan: %w", err)
 	}
-	mark := now
-	if oldestTrx.Valid {
-		mark = minTime(mark, oldestTrx.Time.Add(-horizonSlack))
-	}
-	if longestStmt.Valid {
-		mark = minTime(mark, now.Add(-time.Duration(longestStmt.Int64)*time.Microsecond-horizonSlack))
-	}
-	if mark.Before(now) {
-		r.log.Info().Time("mark", mark).Dur("behind", now.Sub(mark)).Msg("late usage scan: work in flight holds the mark back")
-	}
-	return mark, nil
+	r.log.Warn().Str("why", why).Msg("late usage scan: falling back to a 10-minute margin")
+	r.rep.Act("late_scan", "margin", why+": the next scan rereads the last 10 minutes")
+	return now.Add(-lateMargin), nil
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -135,14 +135,16 @@ ON DUPLICATE KEY UPDATE hour_watermark = VALUES(hour_watermark), updated_at = VA
 
 // scanHorizonSQL reads what the late-usage scan's mark is made of (see
 // rater.scanHorizon): the database's time, the start of the oldest transaction in
-// flight that has written anything, and how long (µs) the longest statement still
-// running has run. INNODB_TRX needs the PROCESS privilege and refuses without it
-// (PROCESSLIST would silently show only our own session).
+// flight that has written anything, how long (µs) the longest statement still
+// running has run, and whether INNODB_TRX (a cache) lists our own transaction.
+// INNODB_TRX needs the PROCESS privilege and refuses without it (PROCESSLIST would
+// silently show only our own session).
 const scanHorizonSQL = `SELECT NOW(6),
   (SELECT MIN(trx_started) FROM information_schema.INNODB_TRX
     WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_rows_modified > 0),
   (SELECT CAST(MAX(TIME_MS) * 1000 AS SIGNED) FROM information_schema.PROCESSLIST
-    WHERE ID <> CONNECTION_ID() AND COMMAND IN ('Query', 'Execute'))`
+    WHERE ID <> CONNECTION_ID() AND COMMAND IN ('Query', 'Execute')),
+  EXISTS (SELECT 1 FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = CONNECTION_ID())`
 
 // setLateScanSQL records where the next late-usage scan starts; args (from, updated_at).
 const setLateScanSQL = `INSERT INTO billing_state (name, late_scan_from, updated_at) VALUES ('rating', ?, ?)

@@ -86,6 +86,8 @@ type Job struct {
 	Config Config
 	// Now is the clock; nil means time.Now. Tests and `--now` fix it.
 	Now func() time.Time
+	// rateChunkRows overrides rateChunkRows (tests rate an hour at a time with 1).
+	rateChunkRows int
 }
 
 func (j *Job) now() time.Time {

@@ -95,7 +95,7 @@ type charge struct {
 
 func loadCharges(t *testing.T, db *sql.DB) map[string]charge {
 	t.Helper()
-	rows, err := db.Query(`SELECT account_id, product, hour, quantity, COALESCE(unit_price, ''), COALESCE(amount, ''),
+	rows, err := db.Query(`SELECT account_id, product, hour, COALESCE(quantity, ''), COALESCE(unit_price, ''), COALESCE(amount, ''),
   COALESCE(currency, ''), status, COALESCE(problem, ''), COALESCE(invoice_id, 0) FROM charges`)
 	if err != nil {
 		t.Fatal(err)

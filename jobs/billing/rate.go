@@ -15,15 +15,10 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// lateMargin widens each late-usage scan backwards: a metering transaction stamped
-// recorded_at when its statement ran but committed later; ten minutes covers any
-// transaction the agents keep open.
-const lateMargin = 10 * time.Minute
-
 // ratingState is billing_state's 'rating' row.
 type ratingState struct {
 	watermark    sql.NullTime // the last hour rated
-	lateScanFrom sql.NullTime // DB time the last completed late scan started
+	lateScanFrom sql.NullTime // the late-usage scan's mark: where the next scan starts
 }
 
 // queryer is what both *sql.DB and *sql.Tx offer.
@@ -194,28 +189,34 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 		if !ok {
 			break
 		}
-		var stats hourStats
+		end, err := r.chunkEnd(ctx, next, cutoff)
+		if err != nil {
+			return err
+		}
+		var stats []hourStats
 		if r.plan != nil {
-			stats, err = r.planHour(ctx, next)
+			stats, err = r.planHours(ctx, next, end)
 		} else {
-			stats, err = r.j.rateHour(ctx, next, r.now)
+			stats, err = r.j.rateHours(ctx, next, end, r.now)
 		}
 		if err != nil {
 			return err
 		}
-		r.rep.Act("rate", "hour "+fmtHour(next), stats.String(), stats.fields(next)...)
-		r.rep.Count("hours_rated", 1)
-		r.rep.Count("charges_rated", stats.rated)
-		r.rep.Count("charges_unrated", stats.unratedTotal())
-		hours, charges, unrated = hours+1, charges+stats.rated+stats.unratedTotal(), unrated+stats.unratedTotal()
-		msg := "hour rated"
-		if r.plan != nil {
-			msg = "hour planned"
+		for _, st := range stats {
+			r.rep.Act("rate", "hour "+fmtHour(st.hour), st.String(), st.fields(st.hour)...)
+			r.rep.Count("hours_rated", 1)
+			r.rep.Count("charges_rated", st.rated)
+			r.rep.Count("charges_unrated", st.unratedTotal())
+			hours, charges, unrated = hours+1, charges+st.rated+st.unratedTotal(), unrated+st.unratedTotal()
+			msg := "hour rated"
+			if r.plan != nil {
+				msg = "hour planned"
+			}
+			r.log.WithLevel(run.ItemLevel(ctx)).Str("hour", fmtHour(st.hour)).Int64("charges", st.rated+st.unratedTotal()).
+				Int64("unrated", st.unratedTotal()).Msg(msg)
 		}
-		r.log.WithLevel(run.ItemLevel(ctx)).Str("hour", fmtHour(next)).Int64("charges", stats.rated+stats.unratedTotal()).
-			Int64("unrated", stats.unratedTotal()).Msg(msg)
-		progress.Step("rating hours", int64(next.Sub(start)/time.Hour)+1, total)
-		h = next.Add(time.Hour)
+		progress.Step("rating hours", int64(end.Sub(start)/time.Hour), total)
+		h = end
 	}
 	// Hours with no usage up to the cutoff are rated too: nothing to charge.
 	if r.plan == nil {
@@ -252,47 +253,86 @@ func (r *rater) nextUsageHour(ctx context.Context, from, before time.Time) (time
 	return floorHour(h.Time), true, nil
 }
 
-// rateHour writes hour h's charges and moves the watermark to h, in one
-// transaction: a crash leaves either both or neither.
-func (j *Job) rateHour(ctx context.Context, h, now time.Time) (hourStats, error) {
-	var stats hourStats
+// rateChunkRows is about how many usage rows one rating statement reads: a catch-up
+// over a long outage rates many hours per statement and transaction (the per-hour
+// round trips and commits were a third of its time), while an hour is never split
+// and a busy hour is rated alone.
+const rateChunkRows = 100_000
+
+// chunkEnd is the end (exclusive) of the hours rated together from first: the hour
+// of the usage row that comes chunk-size rows after first's, read from usage_hour
+// alone, or before when fewer rows are left.
+func (r *rater) chunkEnd(ctx context.Context, first, before time.Time) (time.Time, error) {
+	n := r.j.rateChunkRows
+	if n <= 0 {
+		n = rateChunkRows
+	}
+	var h time.Time
+	err := r.j.DB.QueryRowContext(ctx, `SELECT hour FROM usage_records WHERE hour >= ? AND hour < ?
+ORDER BY hour LIMIT 1 OFFSET ?`, first, before, n).Scan(&h)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return before, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("size the rating of %s: %w", fmtHour(first), err)
+	}
+	if end := floorHour(h); end.After(first) {
+		return end, nil
+	}
+	return first.Add(time.Hour), nil
+}
+
+// rateHours writes the charges of the hours [from, to) and moves the watermark to
+// the last of them, in one transaction: a crash leaves either both or neither. It
+// returns the summary of each hour with usage, oldest first.
+func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) ([]hourStats, error) {
+	var stats []hourStats
 	err := mysql.InTx(ctx, j.DB, nil, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, insertHourSQL(), h, now, h, h, h); err != nil {
+		if _, err := tx.ExecContext(ctx, insertHoursSQL(), now, from, to); err != nil {
 			return fmt.Errorf("insert charges: %w", err)
 		}
 		var err error
-		if stats, err = readHourStats(ctx, tx, hourStatsSQL, h); err != nil {
+		if stats, err = readHourStats(ctx, tx, hourStatsSQL, from, to); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, setWatermarkSQL, h, now); err != nil {
+		if _, err := tx.ExecContext(ctx, setWatermarkSQL, to.Add(-time.Hour), now); err != nil {
 			return fmt.Errorf("move watermark: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return stats, fmt.Errorf("rate hour %s: %w", fmtHour(h), err)
+		return stats, fmt.Errorf("rate %s: %w", hourSpan(from, to), err)
 	}
 	return stats, nil
 }
 
-// planHour computes what rateHour would write, with SELECTs only.
-func (r *rater) planHour(ctx context.Context, h time.Time) (hourStats, error) {
-	stats, err := readHourStats(ctx, r.j.DB, planHourStatsSQL(), h, h, h)
-	if err != nil {
-		return stats, fmt.Errorf("plan hour %s: %w", fmtHour(h), err)
+// hourSpan names the hours [from, to) in errors: "hour 2025-03-01T05:00Z", or
+// "hours 2025-03-01T05:00Z to 2025-03-02T04:00Z".
+func hourSpan(from, to time.Time) string {
+	if !to.After(from.Add(time.Hour)) {
+		return "hour " + fmtHour(from)
 	}
-	rows, err := r.j.DB.QueryContext(ctx, planHourProblemsSQL(), h, h, h)
+	return "hours " + fmtHour(from) + " to " + fmtHour(to.Add(-time.Hour))
+}
+
+// planHours computes what rateHours would write, with SELECTs only.
+func (r *rater) planHours(ctx context.Context, from, to time.Time) ([]hourStats, error) {
+	stats, err := readHourStats(ctx, r.j.DB, planHourStatsSQL(), from, to)
 	if err != nil {
-		return stats, fmt.Errorf("plan hour %s: %w", fmtHour(h), err)
+		return stats, fmt.Errorf("plan %s: %w", hourSpan(from, to), err)
+	}
+	rows, err := r.j.DB.QueryContext(ctx, planHourProblemsSQL(), from, to)
+	if err != nil {
+		return stats, fmt.Errorf("plan %s: %w", hourSpan(from, to), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var k chargeKey
 		var u unratedKey
-		if err := rows.Scan(&k.account, &k.product, &u.currency, &u.problem); err != nil {
-			return stats, fmt.Errorf("plan hour %s: %w", fmtHour(h), err)
+		if err := rows.Scan(&k.hour, &k.account, &k.product, &u.currency, &u.problem); err != nil {
+			return stats, fmt.Errorf("plan %s: %w", hourSpan(from, to), err)
 		}
-		k.hour = h
+		k.hour = k.hour.UTC()
 		r.plan[k] = u
 	}
 	return stats, rows.Err()
@@ -301,6 +341,7 @@ func (r *rater) planHour(ctx context.Context, h time.Time) (hourStats, error) {
 // hourStats summarises an hour's charges: rated ones per currency, unrated ones per
 // problem.
 type hourStats struct {
+	hour     time.Time
 	rated    int64
 	amounts  map[string]Micros
 	problems map[string]int64
@@ -358,18 +399,27 @@ func (s hourStats) String() string {
 	return b.String()
 }
 
-func readHourStats(ctx context.Context, q queryer, query string, args ...any) (hourStats, error) {
-	s := hourStats{amounts: map[string]Micros{}, problems: map[string]int64{}}
+// readHourStats reads rows of (hour, currency, problem, count, amount) into one
+// summary per hour, oldest first.
+func readHourStats(ctx context.Context, q queryer, query string, args ...any) ([]hourStats, error) {
+	byHour := map[time.Time]*hourStats{}
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return s, fmt.Errorf("summarise hour: %w", err)
+		return nil, fmt.Errorf("summarise hours: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var h time.Time
 		var currency, problem, sum sql.NullString
 		var n int64
-		if err := rows.Scan(&currency, &problem, &n, &sum); err != nil {
-			return s, fmt.Errorf("summarise hour: %w", err)
+		if err := rows.Scan(&h, &currency, &problem, &n, &sum); err != nil {
+			return nil, fmt.Errorf("summarise hours: %w", err)
+		}
+		h = h.UTC()
+		s := byHour[h]
+		if s == nil {
+			s = &hourStats{hour: h, amounts: map[string]Micros{}, problems: map[string]int64{}}
+			byHour[h] = s
 		}
 		if problem.Valid {
 			s.problems[problem.String] += n
@@ -377,72 +427,191 @@ func readHourStats(ctx context.Context, q queryer, query string, args ...any) (h
 		}
 		amt, err := scanMicros(sum)
 		if err != nil {
-			return s, fmt.Errorf("summarise hour: %w", err)
+			return nil, fmt.Errorf("summarise hour %s: %w", fmtHour(h), err)
 		}
 		s.rated += n
 		if s.amounts[currency.String], err = s.amounts[currency.String].Add(amt); err != nil {
-			return s, err
+			return nil, fmt.Errorf("summarise hour %s: %w", fmtHour(h), err)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("summarise hour: %w", err)
+		return nil, fmt.Errorf("summarise hours: %w", err)
 	}
-	return s, nil
+	out := make([]hourStats, 0, len(byHour))
+	for _, s := range byHour {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].hour.Before(out[b].hour) })
+	return out, nil
 }
 
 // lateScan re-rates the keys of already-rated hours whose usage was recorded (or
-// corrected) since the last scan began, minus a margin for transactions in flight.
-// It recomputes each key's total from usage_records, so a scan that overlaps the
-// previous one changes nothing.
+// corrected) since the scan's mark, all in one set-based pass however many hours
+// they fall in. It recomputes each key's total from usage_records, so a scan that
+// overlaps the previous one changes nothing; the mark only decides how much is read.
 func (r *rater) lateScan(ctx context.Context) error {
-	var scanStart time.Time
-	if err := r.j.DB.QueryRowContext(ctx, `SELECT NOW(6)`).Scan(&scanStart); err != nil {
-		return fmt.Errorf("late usage scan: %w", err)
+	var mark time.Time
+	if r.plan == nil {
+		var err error
+		if mark, err = r.scanHorizon(ctx); err != nil {
+			return err
+		}
 	}
 	if r.st.watermark.Valid {
 		since := farPast()
 		if r.st.lateScanFrom.Valid {
-			since = r.st.lateScanFrom.Time.Add(-lateMargin)
+			since = r.st.lateScanFrom.Time
 		}
-		hours, err := queryHours(ctx, r.j.DB, `SELECT DISTINCT hour FROM usage_records
-WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`, since, r.st.watermark.Time)
-		if err != nil {
+		if err := r.recompute(ctx, aggLate, []any{since, r.st.watermark.Time}, "late usage"); err != nil {
 			return fmt.Errorf("late usage scan: %w", err)
-		}
-		run.ProgressFrom(ctx).Step("late usage hours", 0, int64(len(hours)))
-		for i, h := range hours {
-			if ctx.Err() != nil {
-				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(h), cause(ctx))
-			}
-			if err := r.recompute(ctx, h, aggLate, []any{h, since, h}, "late usage"); err != nil {
-				return err
-			}
-			run.ProgressFrom(ctx).Step("late usage hours", int64(i+1), int64(len(hours)))
 		}
 	}
 	if r.plan != nil {
 		return nil
 	}
-	if _, err := r.j.DB.ExecContext(ctx, setLateScanSQL, scanStart, r.now); err != nil {
+	if _, err := r.j.DB.ExecContext(ctx, setLateScanSQL, mark, r.now); err != nil {
 		return fmt.Errorf("record late usage scan: %w", err)
 	}
 	return nil
 }
 
+// lateMargin is how far before the database's time the next late-usage scan starts
+// when the database will not show what is in flight (no PROCESS privilege): the old
+// wall-clock guess, safe for any metering transaction shorter than that, and slow
+// (each run rereads what was recorded in the ten minutes before the previous one).
+const lateMargin = 10 * time.Minute
+
+// horizonSlack is taken off the mark for what the horizon cannot see exactly:
+// INNODB_TRX is a cache InnoDB refreshes at most every 0.1 s, so a transaction begun
+// just before the scan may be missing from it; a transaction shows there from the
+// moment InnoDB starts it, a little after its first statement took NOW(); and
+// PROCESSLIST times a statement on another clock than NOW(). With nothing in flight
+// the next run rereads only this last second.
+const horizonSlack = time.Second
+
+// scanHorizon returns where the next late-usage scan must start: a committed
+// high-water mark, below the recorded_at of every usage row this scan cannot see.
+//
+// Why recorded_at alone is not enough: the server stamps a row with its statement's
+// start time (NOW()), but the row becomes visible only when its transaction
+// commits, and transactions commit in any order. A scan that read everything
+// committed and then remembered "the next scan starts at now" would skip a row
+// stamped before now by a transaction that commits after. An AUTO_INCREMENT id or a
+// sequence has the same flaw (given out at insert, visible at commit) and misses
+// corrections, which update rows in place.
+//
+// So the mark is taken before this scan reads anything, as horizonSlack before the
+// earliest of:
+//   - NOW(): statements that start later stamp later;
+//   - the start of the oldest transaction in flight that has written anything
+//     (INNODB_TRX): whatever it wrote or will write is stamped no earlier than its
+//     start, and it may commit after our scan;
+//   - the start of the oldest statement still running (PROCESSLIST): one that was
+//     stamped but has not reached InnoDB yet (waiting for a metadata lock), or is
+//     writing its first rows, is not in INNODB_TRX.
+//
+// A row this scan does not see belongs to a transaction that had not committed when
+// the scan read, so it was in flight when the mark was taken (and is covered by one
+// of the last two, the slack covering what they show late) or started after (and is
+// stamped after NOW()). Everything stamped before the mark had committed or rolled
+// back by then, and this scan sees it. With nothing in flight the mark is a second
+// before NOW(): the next run reads only what was recorded since, so a run right
+// after a bulk load does not repeat it.
+//
+// What it relies on: recorded_at is left to the server (the column's default and ON
+// UPDATE), writers use UTC sessions, the server's clock does not step backwards,
+// and a transaction whose first statement waited longer than horizonSlack for a
+// metadata lock (DDL on usage_records) is not still open when a scan runs. Without
+// the PROCESS privilege, or when INNODB_TRX stays stale, it falls back to
+// lateMargin, reported.
+func (r *rater) scanHorizon(ctx context.Context) (time.Time, error) {
+	for attempt := 1; ; attempt++ {
+		h, err := readHorizon(ctx, r.j.DB)
+		if mysql.IsAccessDenied(err) {
+			return r.marginMark(ctx, "no PROCESS privilege (GRANT PROCESS for a committed mark)")
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("late usage scan: find work in flight: %w", err)
+		}
+		if h.fresh {
+			mark := h.now
+			if h.oldestTrx.Valid {
+				mark = minTime(mark, h.oldestTrx.Time)
+			}
+			if h.longestStmt.Valid {
+				mark = minTime(mark, h.now.Add(-time.Duration(h.longestStmt.Int64)*time.Microsecond))
+			}
+			if mark.Before(h.now) {
+				r.log.Info().Time("mark", mark).Dur("behind", h.now.Sub(mark)).Msg("late usage scan: work in flight holds the mark back")
+			}
+			return mark.Add(-horizonSlack), nil
+		}
+		if attempt == horizonAttempts {
+			return r.marginMark(ctx, "INNODB_TRX was not refreshed (something reads it more often than every 0.1 s)")
+		}
+		t := time.NewTimer(horizonRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return time.Time{}, fmt.Errorf("late usage scan: %w", cause(ctx))
+		}
+	}
+}
+
+// horizonAttempts and horizonRetry bound the wait for a fresh INNODB_TRX: InnoDB
+// refreshes that table only when nobody has read it for 0.1 s.
+const (
+	horizonAttempts = 5
+	horizonRetry    = 150 * time.Millisecond
+)
+
+// horizon is what scanHorizonSQL read, and whether INNODB_TRX was fresh: it listed
+// our own transaction, begun just before, so it shows every transaction begun
+// before that too.
+type horizon struct {
+	now         time.Time
+	oldestTrx   sql.NullTime
+	longestStmt sql.NullInt64
+	fresh       bool
+}
+
+func readHorizon(ctx context.Context, db *sql.DB) (horizon, error) {
+	var h horizon
+	err := mysql.InTx(ctx, db, nil, func(tx *sql.Tx) error {
+		// A locking read registers this transaction with InnoDB at once.
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`).Scan(&n); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, scanHorizonSQL).Scan(&h.now, &h.oldestTrx, &h.longestStmt, &h.fresh)
+	})
+	return h, err
+}
+
+// marginMark is the fallback when the database cannot say what is in flight.
+func (r *rater) marginMark(ctx context.Context, why string) (time.Time, error) {
+	var now time.Time
+	if err := r.j.DB.QueryRowContext(ctx, `SELECT NOW(6)`).Scan(&now); err != nil {
+		return time.Time{}, fmt.Errorf("late usage scan: %w", err)
+	}
+	r.log.Warn().Str("why", why).Msg("late usage scan: falling back to a 10-minute margin")
+	r.rep.Act("late_scan", "margin", why+": the next scan rereads the last 10 minutes")
+	return now.Add(-lateMargin), nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // retryUnrated re-evaluates every unrated charge: a price, an account or a corrected
 // quantity may have arrived since.
 func (r *rater) retryUnrated(ctx context.Context) error {
-	hours, err := queryHours(ctx, r.j.DB, `SELECT DISTINCT hour FROM charges WHERE status = 'unrated' ORDER BY hour`)
-	if err != nil {
+	if err := r.recompute(ctx, aggUnrated, nil, "was unrated"); err != nil {
 		return fmt.Errorf("retry unrated charges: %w", err)
-	}
-	for _, h := range hours {
-		if ctx.Err() != nil {
-			return fmt.Errorf("retry of unrated charges stopped before %s: %w", fmtHour(h), cause(ctx))
-		}
-		if err := r.recompute(ctx, h, aggUnrated, []any{h, h}, "was unrated"); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -477,8 +646,8 @@ ORDER BY hour`, acct, wm, acct, wm)
 		if ctx.Err() != nil {
 			return fmt.Errorf("recompute of account %d stopped before %s: %w", acct, fmtHour(h), cause(ctx))
 		}
-		if err := r.recompute(ctx, h, aggHourAccount, []any{h, acct}, "recomputed"); err != nil {
-			return err
+		if err := r.recompute(ctx, aggHourAccount, []any{h, acct}, "recomputed"); err != nil {
+			return fmt.Errorf("recompute account %d at %s: %w", acct, fmtHour(h), err)
 		}
 		run.ProgressFrom(ctx).Step("recomputing hours", int64(i+1), int64(len(hours)))
 	}
@@ -502,15 +671,13 @@ func queryHours(ctx context.Context, q queryer, query string, args ...any) ([]ti
 	return hours, rows.Err()
 }
 
-// recompute re-rates the keys of hour h that agg selects: it lists those whose
-// stored charge differs, reports each, and (unless dry run) writes them in the same
-// transaction, except into months already invoiced for the account, which it
+// recompute re-rates the keys that agg selects, in whatever hours: it lists those
+// whose stored charge differs, reports each, and (unless dry run) writes them in the
+// same transaction, except into months already invoiced for the account, which it
 // reports as late_usage_after_close instead.
-func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs []any, reason string) error {
-	period := monthStart(h)
-	cmpArgs := append(append([]any{period}, aggArgs...), h, h, h)
+func (r *rater) recompute(ctx context.Context, agg string, aggArgs []any, reason string) error {
 	work := func(q queryer) (int, error) {
-		rows, err := q.QueryContext(ctx, compareSQL(agg), cmpArgs...)
+		rows, err := q.QueryContext(ctx, compareSQL(agg), aggArgs...)
 		if err != nil {
 			return 0, err
 		}
@@ -518,10 +685,12 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 		writes := 0
 		for rows.Next() {
 			var d diffRow
-			if err := rows.Scan(&d.account, &d.product, &d.quantity, &d.amount, &d.currency, &d.problem,
+			if err := rows.Scan(&d.hour, &d.account, &d.product, &d.quantity, &d.amount, &d.currency, &d.problem,
 				&d.exists, &d.oldQuantity, &d.oldAmount, &d.oldCurrency, &d.oldProblem, &d.closed); err != nil {
 				return 0, err
 			}
+			h := d.hour.UTC()
+			period := monthStart(h)
 			k := chargeKey{account: d.account, product: d.product, hour: h}
 			if r.seen[k] {
 				continue
@@ -563,7 +732,7 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 	}
 	if r.plan != nil {
 		if _, err := work(r.j.DB); err != nil {
-			return fmt.Errorf("plan re-rating of %s: %w", fmtHour(h), err)
+			return fmt.Errorf("plan re-rating: %w", err)
 		}
 		return nil
 	}
@@ -572,21 +741,21 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg string, aggArgs 
 		if err != nil || writes == 0 {
 			return err
 		}
-		args := append(append([]any{h, r.now}, aggArgs...), h, h, h, period)
-		_, err = tx.ExecContext(ctx, applySQL(agg), args...)
+		_, err = tx.ExecContext(ctx, applySQL(agg), append([]any{r.now}, aggArgs...)...)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("re-rate %s: %w", fmtHour(h), err)
+		return fmt.Errorf("re-rate: %w", err)
 	}
 	return nil
 }
 
 // diffRow is a recomputed charge and the stored one it differs from.
 type diffRow struct {
+	hour                      time.Time
 	account                   int64
 	product                   string
-	quantity                  string
+	quantity                  sql.NullString // NULL: quantity_out_of_range
 	amount, currency, problem sql.NullString
 	exists                    bool
 	oldQuantity, oldAmount    sql.NullString
@@ -598,8 +767,10 @@ type diffRow struct {
 // amount (or the problem leaving it unrated) beside the stored ones, each present
 // only when there is one (a new key has no old_*).
 func (d diffRow) fields(h time.Time) []run.Field {
-	f := []run.Field{run.Int("account_id", d.account), run.Str("product", d.product), run.Time("hour", h),
-		run.Str("quantity", d.quantity)}
+	f := []run.Field{run.Int("account_id", d.account), run.Str("product", d.product), run.Time("hour", h)}
+	if d.quantity.Valid { // NULL: the quantity is out of range, a problem below
+		f = append(f, run.Str("quantity", d.quantity.String))
+	}
 	switch {
 	case d.problem.Valid:
 		f = append(f, run.Str("problem", d.problem.String))
@@ -636,7 +807,7 @@ func (d diffRow) change() string {
 	if d.exists {
 		oldQ, oldM = nullStr(d.oldQuantity), money(d.oldAmount, d.oldCurrency, d.oldProblem)
 	}
-	return fmt.Sprintf("quantity %s -> %s, amount %s -> %s", oldQ, d.quantity, oldM, money(d.amount, d.currency, d.problem))
+	return fmt.Sprintf("quantity %s -> %s, amount %s -> %s", oldQ, nullStr(d.quantity), oldM, money(d.amount, d.currency, d.problem))
 }
 
 // loadUnrated starts a dry run's plan from the charges stored as unrated.
@@ -743,9 +914,11 @@ func (r *rater) reportUnrated(ctx context.Context) error {
 			continue
 		}
 		why := map[string]string{
-			"unknown_account":   "no such account",
-			"negative_quantity": "a usage record is negative",
-			"unpriced":          "no " + g.currency.String + " price",
+			"unknown_account":       "no such account",
+			"negative_quantity":     "a usage record is negative",
+			"unpriced":              "no " + g.currency.String + " price",
+			"quantity_out_of_range": "the usage total is beyond " + maxQuantity,
+			"amount_out_of_range":   "the amount is beyond " + g.currency.String + " " + maxAmount,
 		}[g.problem]
 		if why == "" {
 			why = g.problem

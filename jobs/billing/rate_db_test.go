@@ -324,14 +324,15 @@ func TestRateCatchesUpAWeekOldestFirstAndStopsBetweenHours(t *testing.T) {
 	for h := 0; h < 7*24; h += 5 { // sparse usage over a week
 		usage(t, db.DB, 1, "vm-1", "instance.small", hr(h), "1")
 	}
-	// The context ends after three hours: those stay committed, with the watermark.
-	j := &Job{DB: db.DB, Now: at(hr(7 * 24))}
+	// The context ends after three statements of one usage row each: those stay
+	// committed, with the watermark at the hour before the next usage.
+	j := &Job{DB: db.DB, Now: at(hr(7 * 24)), rateChunkRows: 1}
 	ctx := &countdownCtx{Context: testCtx(), left: 3}
 	if _, err := j.Rate(ctx); !errors.Is(err, errCountdown) {
 		t.Fatalf("cancelled run: %v", err)
 	}
-	if got := watermark(t, db.DB); got != fmtHour(hr(10)) {
-		t.Fatalf("stopped run left the watermark at %s, want the third hour rated", got)
+	if got := watermark(t, db.DB); got != fmtHour(hr(14)) {
+		t.Fatalf("stopped run left the watermark at %s, want the hour before the fourth usage", got)
 	}
 	if n := len(loadCharges(t, db.DB)); n != 3 {
 		t.Fatalf("stopped run wrote %d charges, want 3", n)

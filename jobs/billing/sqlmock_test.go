@@ -3,6 +3,7 @@ package billing
 import (
 	"database/sql"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,50 +28,61 @@ func newMock(t *testing.T) (*sql.DB, sqlmock.Sqlmock) {
 }
 
 func statsRows() *sqlmock.Rows {
-	return sqlmock.NewRows([]string{"currency", "problem", "count", "sum"}).
-		AddRow("USD", nil, 2, "1.500000").
-		AddRow("EUR", nil, 1, "0.250000").
-		AddRow(nil, "unknown_account", 1, nil)
+	return sqlmock.NewRows([]string{"hour", "currency", "problem", "count", "sum"}).
+		AddRow(hr(6), "USD", nil, 1, "0.700000").
+		AddRow(hr(5), "USD", nil, 2, "1.500000").
+		AddRow(hr(5), "EUR", nil, 1, "0.250000").
+		AddRow(hr(5), nil, "unknown_account", 1, nil)
 }
 
-func TestRateHourCommitsChargesWithTheWatermark(t *testing.T) {
+// A catch-up rates several hours in one statement and one transaction, with the
+// watermark at the last of them.
+func TestRateHoursCommitsChargesWithTheWatermark(t *testing.T) {
 	db, mock := newMock(t)
-	h, now := hr(5), hr(7)
+	from, to, now := hr(5), hr(8), hr(9)
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnResult(sqlmock.NewResult(0, 4))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(h).WillReturnRows(statsRows())
-	mock.ExpectExec(setWatermarkSQL).WithArgs(h, now).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 5))
+	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+	mock.ExpectExec(setWatermarkSQL).WithArgs(hr(7), now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
-	stats, err := (&Job{DB: db}).rateHour(testCtx(), h, now)
+	stats, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := stats.String(); got != "4 charges: EUR 0.250000, USD 1.500000; unrated: unknown_account 1" {
-		t.Fatalf("stats %q", got)
+	var got []string
+	for _, s := range stats {
+		got = append(got, fmtHour(s.hour)+" "+s.String())
+	}
+	want := []string{
+		"2025-03-01T05:00Z 4 charges: EUR 0.250000, USD 1.500000; unrated: unknown_account 1",
+		"2025-03-01T06:00Z 1 charge: USD 0.700000",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("stats %q, want %q", got, want)
 	}
 	if err := mock.ExpectationsWereMet(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestRateHourRollsBackWhenAStepFails(t *testing.T) {
-	h, now := hr(5), hr(7)
+func TestRateHoursRollsBackWhenAStepFails(t *testing.T) {
+	from, to, now := hr(5), hr(6), hr(7)
 	boom := errors.New("connection lost")
 	for _, tc := range []struct {
 		name   string
 		expect func(mock sqlmock.Sqlmock)
 	}{
 		{"insert", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnError(boom)
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnError(boom)
 		}},
 		{"summary", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(h).WillReturnError(boom)
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnError(boom)
 		}},
 		{"watermark", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(h).WillReturnRows(statsRows())
-			mock.ExpectExec(setWatermarkSQL).WithArgs(h, now).WillReturnError(boom)
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+			mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnError(boom)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +90,7 @@ func TestRateHourRollsBackWhenAStepFails(t *testing.T) {
 			mock.ExpectBegin()
 			tc.expect(mock)
 			mock.ExpectRollback() // and no commit: nothing of the hour is kept
-			_, err := (&Job{DB: db}).rateHour(testCtx(), h, now)
+			_, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now)
 			if !errors.Is(err, boom) || !strings.Contains(err.Error(), "rate hour 2025-03-01T05:00Z") {
 				t.Fatalf("err = %v", err)
 			}
@@ -89,19 +101,19 @@ func TestRateHourRollsBackWhenAStepFails(t *testing.T) {
 	}
 }
 
-func TestRateHourRetriesADeadlockFromScratch(t *testing.T) {
+func TestRateHoursRetriesADeadlockFromScratch(t *testing.T) {
 	db, mock := newMock(t)
-	h, now := hr(5), hr(7)
+	from, to, now := hr(5), hr(6), hr(7)
 	deadlock := &gomysql.MySQLError{Number: 1213, Message: "Deadlock found"}
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnError(deadlock)
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnError(deadlock)
 	mock.ExpectRollback()
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHourSQL()).WithArgs(h, now, h, h, h).WillReturnResult(sqlmock.NewResult(0, 4))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(h).WillReturnRows(statsRows())
-	mock.ExpectExec(setWatermarkSQL).WithArgs(h, now).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+	mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
-	if _, err := (&Job{DB: db}).rateHour(testCtx(), h, now); err != nil {
+	if _, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now); err != nil {
 		t.Fatal(err)
 	}
 	if err := mock.ExpectationsWereMet(); err != nil {

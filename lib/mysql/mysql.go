@@ -166,6 +166,13 @@ func IsDuplicate(err error) bool {
 	return errors.As(err, &me) && me.Number == 1062
 }
 
+// IsAccessDenied reports a statement refused for a missing privilege (1227), such as
+// reading information_schema.INNODB_TRX without PROCESS.
+func IsAccessDenied(err error) bool {
+	var me *gomysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1227
+}
+
 // IsNoSuchTable reports a missing table (1146): a database nobody migrated yet.
 func IsNoSuchTable(err error) bool {
 	var me *gomysql.MySQLError

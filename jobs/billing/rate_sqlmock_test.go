@@ -1,0 +1,141 @@
+package billing
+
+import (
+	"database/sql"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/rs/zerolog"
+
+	"github.com/cronkit/cronkit/lib/run"
+)
+
+const sqlHorizonLock = `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`
+
+func testRater(db *sql.DB, now time.Time, st ratingState) *rater {
+	log := zerolog.Nop()
+	return &rater{j: &Job{DB: db}, rep: run.NewReport("billing"), now: now, log: &log, st: st, seen: map[chargeKey]bool{}}
+}
+
+func expectHorizon(mock sqlmock.Sqlmock, now time.Time, oldestTrx, longestStmt any, fresh bool) {
+	mock.ExpectBegin()
+	mock.ExpectQuery(sqlHorizonLock).WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
+	mock.ExpectQuery(scanHorizonSQL).WillReturnRows(sqlmock.NewRows([]string{"now", "trx", "stmt", "fresh"}).
+		AddRow(now, oldestTrx, longestStmt, fresh))
+	mock.ExpectCommit()
+}
+
+// A stale INNODB_TRX (our own transaction missing) is read again after a pause; the
+// mark is then a second before the oldest of NOW(), the oldest writing transaction
+// and the oldest running statement.
+func TestScanHorizonRetriesAStaleCacheAndTakesTheOldestWorkInFlight(t *testing.T) {
+	db, mock := newMock(t)
+	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	expectHorizon(mock, now, nil, nil, false)
+	expectHorizon(mock, now.Add(200*time.Millisecond), now.Add(-30*time.Second), int64(45_000_000), true)
+	mark, err := testRater(db, hr(3), ratingState{}).scanHorizon(testCtx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The statement began 45 s before the second read: 44.8 s before now.
+	if want := now.Add(-44*time.Second - 800*time.Millisecond - horizonSlack); !mark.Equal(want) {
+		t.Fatalf("mark %s, want %s", mark, want)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestScanHorizonWithoutProcessFallsBackToTheMargin(t *testing.T) {
+	db, mock := newMock(t)
+	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	mock.ExpectBegin()
+	mock.ExpectQuery(sqlHorizonLock).WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(1))
+	mock.ExpectQuery(scanHorizonSQL).WillReturnError(&gomysql.MySQLError{Number: 1227, Message: "Access denied; you need (at least one of) the PROCESS privilege(s)"})
+	mock.ExpectRollback()
+	mock.ExpectQuery(`SELECT NOW(6)`).WillReturnRows(sqlmock.NewRows([]string{"now"}).AddRow(now))
+	r := testRater(db, hr(3), ratingState{})
+	mark, err := r.scanHorizon(testCtx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mark.Equal(now.Add(-lateMargin)) {
+		t.Fatalf("mark %s", mark)
+	}
+	if len(r.rep.Actions) != 1 || r.rep.Actions[0].Kind != "late_scan" || !strings.HasPrefix(r.rep.Actions[0].Detail, "no PROCESS privilege") {
+		t.Fatalf("actions %+v", r.rep.Actions)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func compareRows() *sqlmock.Rows {
+	return sqlmock.NewRows([]string{"hour", "account_id", "product", "quantity", "amount", "currency", "problem",
+		"exists", "old_quantity", "old_amount", "old_currency", "old_problem", "closed"})
+}
+
+// The late scan: the mark is read before anything else, the late keys of every
+// hour are compared and written in one transaction, and the mark is recorded last,
+// so a run that dies in between scans the same rows again.
+func TestLateScanComparesAndAppliesOnceThenRecordsTheMark(t *testing.T) {
+	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	since, wm := now.Add(-time.Hour), hr(8)
+	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
+	for _, tc := range []struct {
+		name  string
+		diffs *sqlmock.Rows
+		apply bool
+	}{
+		{"a late key", compareRows().AddRow(hr(2), 1, "instance.small", "3.000000", "0.045000", "USD", nil,
+			true, "1.000000", "0.015000", "USD", nil, false), true},
+		{"nothing differs", compareRows(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, mock := newMock(t)
+			expectHorizon(mock, now, nil, nil, true)
+			mock.ExpectBegin()
+			mock.ExpectQuery(compareSQL(aggLate)).WithArgs(since, wm).WillReturnRows(tc.diffs)
+			if tc.apply {
+				mock.ExpectExec(applySQL(aggLate)).WithArgs(hr(10), since, wm).WillReturnResult(sqlmock.NewResult(0, 2))
+			}
+			mock.ExpectCommit()
+			mock.ExpectExec(setLateScanSQL).WithArgs(now.Add(-horizonSlack), hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
+			r := testRater(db, hr(10), st)
+			if err := r.lateScan(testCtx()); err != nil {
+				t.Fatal(err)
+			}
+			if tc.apply && (r.rep.Counts["charges_rerated"] != 1 || len(r.rep.Actions) != 1 ||
+				r.rep.Actions[0].Subject != "account 1 instance.small 2025-03-01T02:00Z") {
+				t.Fatalf("report %+v %+v", r.rep.Counts, r.rep.Actions)
+			}
+			if err := mock.ExpectationsWereMet(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// When the re-rating fails, the mark stays where it was.
+func TestLateScanKeepsTheMarkWhenReRatingFails(t *testing.T) {
+	db, mock := newMock(t)
+	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
+	since, wm := now.Add(-time.Hour), hr(8)
+	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
+	expectHorizon(mock, now, nil, nil, true)
+	mock.ExpectBegin()
+	mock.ExpectQuery(compareSQL(aggLate)).WithArgs(since, wm).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
+		"3.000000", "0.045000", "USD", nil, true, "1.000000", "0.015000", "USD", nil, false))
+	mock.ExpectExec(applySQL(aggLate)).WithArgs(hr(10), since, wm).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
+	mock.ExpectRollback() // and no setLateScanSQL
+	err := testRater(db, hr(10), st).lateScan(testCtx())
+	if err == nil || !strings.Contains(err.Error(), "late usage scan: re-rate") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -284,15 +284,12 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	return rep, nil
 }
 
-// Candidates returns the accounts a run would look at: the candidate query alone (a
-// dry run's, which enrols nothing). The benchmark measures runs against it.
+// Candidates returns the accounts a run would look at now: the run's candidate query
+// alone (the range of drip_due_check), without enrolling anything. The benchmark
+// measures runs against it.
 func (j *Job) Candidates(ctx context.Context) ([]int64, error) {
-	r := &runState{j: j, now: j.now(), dry: true, rep: run.NewReport("drip")}
-	from, err := r.enroll(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return r.candidates(ctx, from)
+	r := &runState{j: j, now: j.now(), rep: run.NewReport("drip")}
+	return r.candidates(ctx, time.Time{})
 }
 
 func chunks[T any](ids []T, n int) [][]T {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cronkit/cronkit/lib/mail"
+	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -200,5 +202,49 @@ func TestOperatorCommandsAndAStepTheFunnelLost(t *testing.T) {
 	rep := w.runJob(j)
 	if len(rep.Problems) != 1 || rep.Problems[0].Subject != "account 42" || !strings.Contains(rep.Problems[0].Detail, `state "welcome", which funnel onboarding does not have`) {
 		t.Fatalf("problems %+v", rep.Problems)
+	}
+}
+
+// has_vm: read only for accounts at a step that asks; three of them in a small cloud
+// cost fewer calls as one paged listing than account by account; without CloudStack,
+// billed usage answers.
+func TestHasVMFromTheListingOrFromUsage(t *testing.T) {
+	w := newWorld(t, utc("2026-03-02T10:00:00Z"))
+	for i, id := range []int64{41, 42, 43} {
+		w.signup(id, fmt.Sprintf("u%d@example.com", id), "", "UTC", fmt.Sprintf("cs-%d", id), utc("2026-03-02T10:00:00Z"))
+		if i == 0 {
+			if _, err := w.fake.AddVM(fakecloudstack.VM{ID: "vm-41", AccountID: "cs-41", State: "Stopped", Created: w.now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w.signup(44, "u44@example.com", "", "UTC", "", utc("2026-03-02T10:00:00Z"))
+	w.runJob(nil) // welcomes, no orchestrator call
+	if n := w.fake.Calls("listVirtualMachines") + w.fake.Calls("listVirtualMachinesMetrics"); n != 0 {
+		t.Fatalf("%d VM reads for the welcomes", n)
+	}
+	w.now = utc("2026-03-04T10:00:00Z")
+	rep := w.runJob(nil)
+	if !hasAct(rep, "skip", "account 41", "first_vm: has_vm") || !hasAct(rep, "queue", "account 42", "first_vm") ||
+		!hasAct(rep, "queue", "account 43", "first_vm") || !hasAct(rep, "queue", "account 44", "first_vm") {
+		t.Fatalf("first_vm: %+v", rep.Actions)
+	}
+	if w.fake.Calls("listVirtualMachines") == 0 || w.fake.Calls("listVirtualMachinesMetrics") != 0 {
+		t.Fatalf("VM reads: %d listings, %d per account", w.fake.Calls("listVirtualMachines"), w.fake.Calls("listVirtualMachinesMetrics"))
+	}
+
+	// Without CloudStack: 51 was billed for usage, 52 not.
+	w2 := newWorld(t, utc("2026-03-02T10:00:00Z"))
+	w2.signup(51, "a@example.com", "", "UTC", "", utc("2026-03-02T10:00:00Z"))
+	w2.signup(52, "b@example.com", "", "UTC", "", utc("2026-03-02T10:00:00Z"))
+	w2.exec(`INSERT INTO charges (account_id, product, hour, quantity, unit_price, amount, currency, rated_at)
+VALUES (51, 'instance.small', '2026-03-02 11:00:00', 1, 0.01, 0.01, 'EUR', '2026-03-02 12:05:00')`)
+	j := w2.job()
+	j.Orchestrator = nil
+	w2.runJob(j)
+	w2.now = utc("2026-03-04T10:00:00Z")
+	rep = w2.runJob(j)
+	if !hasAct(rep, "skip", "account 51", "first_vm: has_vm") || !hasAct(rep, "queue", "account 52", "first_vm") {
+		t.Fatalf("from usage: %+v", rep.Actions)
 	}
 }

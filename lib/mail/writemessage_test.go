@@ -15,7 +15,7 @@ func TestWriteMessageIsTheMessageSendBuilds(t *testing.T) {
 	date := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	msg := Message{Category: Marketing, From: "Example Cloud <hello@cloud.example>", To: "ada@example.com",
 		Subject: "Welcome aboard", Text: "Hi.\nUnsubscribe: https://cloud.example/u?token=t\n",
-		HTML: `<p>Hi.</p><a href="https://cloud.example/u?token=t">Unsubscribe</a>`,
+		HTML:               `<p>Hi.</p><a href="https://cloud.example/u?token=t">Unsubscribe</a>`,
 		ListUnsubscribeURL: "https://cloud.example/u?token=t", ListUnsubscribeMailto: "unsubscribe@cloud.example",
 		Headers: map[string]string{"X-Cronkit-Drip": "onboarding:welcome"}, MessageID: "abc@cloud.example"}
 	var b bytes.Buffer

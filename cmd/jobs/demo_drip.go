@@ -213,7 +213,7 @@ func dripSteps(d *dripDemo, day func(int) time.Time, roDSN string) []demoStep {
 		{title: "", do: d.unsubscribe},
 		{title: "drip, day 2: the converted and the unsubscribed leave the funnel, the others get their next step", args: []string{"drip", "--now", at(2)}, ok: []int{0, 3}},
 		{title: "drip, day 5", args: []string{"drip", "--now", at(5)}, ok: []int{0, 3}},
-		{title: "drip, day 13: last call", args: []string{"drip", "--now", at(13)}, ok: []int{0, 3}},
+		{title: "drip, day 13: nothing is due (trial_ending waits for 3 days before each trial ends, last_call comes after it)", args: []string{"drip", "--now", at(13)}, ok: []int{0, 3}},
 		{title: "what happened to the signup who added a card?", args: []string{"drip", "show", converted}, ok: []int{0}},
 		{title: "what happened to the signup who unsubscribed?", args: []string{"drip", "show", unsubscribed}, ok: []int{0}},
 	}

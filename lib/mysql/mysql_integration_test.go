@@ -165,8 +165,9 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 	}
 }
 
-// A database of the previous release (the library's 50 applied, billing's newer 22
-// not yet written) migrates forward: goose applies the lower version out of order.
+// A database of the previous release (every job's range from 40 up applied, billing's
+// newer 22 not yet written) migrates forward: goose applies the lower version out of
+// order.
 func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
 	d := mysqltest.NewEmpty(t)
 	ctx := context.Background()
@@ -179,7 +180,7 @@ func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
 	}
 	var later []int64
 	for _, s := range p.ListSources() {
-		if s.Version >= 40 && s.Version <= 50 {
+		if s.Version >= 40 {
 			later = append(later, s.Version)
 			if _, err := p.ApplyVersion(ctx, s.Version, true); err != nil {
 				t.Fatalf("apply %d: %v", s.Version, err)
@@ -187,7 +188,7 @@ func TestMigrateAppliesALowerVersionAddedLater(t *testing.T) {
 		}
 	}
 	if len(later) == 0 {
-		t.Fatal("no migrations in 40-50")
+		t.Fatal("no migrations from 40 up")
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
 	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), "lacks migration 22") {

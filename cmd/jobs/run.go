@@ -56,6 +56,7 @@ func commands() []*command {
 		noopCommand(),
 		billingCommand(),
 		abuseCommand(),
+		reconcileCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),

@@ -151,6 +151,10 @@ func (s *Store) Record(ctx context.Context, scope Scope, findings []Finding) (Su
 	return r.Finish(ctx)
 }
 
+// Recheck adds findings outside the scope's window that the check judged again by
+// id: Finish resolves them too when this run did not see them.
+func (r *Recording) Recheck(ids ...int64) { r.scope.Rechecked = append(r.scope.Rechecked, ids...) }
+
 // Add upserts findings by fingerprint: a new one opens, a known one moves its
 // last_seen (and opens again if it was resolved or fixed). A finding without a
 // fingerprint gets Fingerprint(class, the ids it carries).
@@ -429,6 +433,28 @@ func unseenPage(ctx context.Context, q querier, query string, args []any) ([]kno
 		page = append(page, k)
 	}
 	return page, rows.Err()
+}
+
+// FindingIDs returns the ids of the findings with the given fingerprints (those that
+// exist), for a repair to name what it fixed.
+func (s *Store) FindingIDs(ctx context.Context, fingerprints []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for len(fingerprints) > 0 {
+		n := min(batch, len(fingerprints))
+		ps := make([]prepared, n)
+		for i, fp := range fingerprints[:n] {
+			ps[i].f.Fingerprint = fp
+		}
+		known, err := lockByFingerprint(ctx, s.DB, ps, false)
+		if err != nil {
+			return nil, fmt.Errorf("finding ids: %w", err)
+		}
+		for fp, k := range known {
+			out[fp] = k.id
+		}
+		fingerprints = fingerprints[n:]
+	}
+	return out, nil
 }
 
 // Acknowledge records that a person looked at an open finding, and why. It is not a

@@ -95,7 +95,7 @@ func (p *Payments) Run(ctx context.Context, env *CheckEnv) error {
 	}
 	r.rec = rec
 	if env.DryRun {
-		r.stage, err = newFileStage(env.TempDir, p.RunSize)
+		r.stage, err = newDiskStage(env.TempDir, p.RunSize)
 	} else {
 		r.stage, err = newTableStage(ctx, env.DB)
 	}
@@ -110,15 +110,13 @@ func (p *Payments) Run(ctx context.Context, env *CheckEnv) error {
 	if env.Fix {
 		r.fixer = &fixer{env: env, stripe: p.Stripe, rep: env.Report}
 	}
-	log := zerolog.Ctx(ctx)
-	start := time.Now()
 	if err := r.stageWindow(ctx); err != nil {
 		return err
 	}
 	if err := r.stageRechecks(ctx); err != nil {
 		return err
 	}
-	log.Info().Dur("took", time.Since(start)).Interface("counts", env.Report.Counts).Msg("payments: Stripe's side staged")
+	zerolog.Ctx(ctx).Info().Interface("counts", env.Report.Counts).Msg("payments: Stripe's side staged")
 	if err := r.merge(ctx); err != nil {
 		return err
 	}

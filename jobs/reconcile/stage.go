@@ -202,10 +202,10 @@ func timeOrZero(s int64) time.Time {
 	return time.Unix(s, 0).UTC()
 }
 
-// fileStage sorts runs of up to runSize objects in memory and writes each to a file
+// diskStage sorts runs of up to runSize objects in memory and writes each to a file
 // of its own in dir; Sorted merges the runs. Memory is one run plus a read buffer per
 // run.
-type fileStage struct {
+type diskStage struct {
 	dir     string
 	runSize int
 	buf     []remote
@@ -217,7 +217,7 @@ type fileStage struct {
 // MiB).
 const defaultRunSize = 50_000
 
-func newFileStage(tempDir string, runSize int) (*fileStage, error) {
+func newDiskStage(tempDir string, runSize int) (*diskStage, error) {
 	dir, err := os.MkdirTemp(tempDir, "cronkit-reconcile-")
 	if err != nil {
 		return nil, fmt.Errorf("staging directory: %w", err)
@@ -225,10 +225,10 @@ func newFileStage(tempDir string, runSize int) (*fileStage, error) {
 	if runSize <= 0 {
 		runSize = defaultRunSize
 	}
-	return &fileStage{dir: dir, runSize: runSize}, nil
+	return &diskStage{dir: dir, runSize: runSize}, nil
 }
 
-func (s *fileStage) Add(_ context.Context, rs []remote) error {
+func (s *diskStage) Add(_ context.Context, rs []remote) error {
 	for _, r := range rs {
 		s.buf = append(s.buf, r)
 		if len(s.buf) >= s.runSize {
@@ -241,7 +241,7 @@ func (s *fileStage) Add(_ context.Context, rs []remote) error {
 }
 
 // flush writes the buffer, sorted, as one run.
-func (s *fileStage) flush() error {
+func (s *diskStage) flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
@@ -272,14 +272,14 @@ func (s *fileStage) flush() error {
 	return nil
 }
 
-func (s *fileStage) Sorted(ctx context.Context) iter.Seq2[remote, error] {
+func (s *diskStage) Sorted(ctx context.Context) iter.Seq2[remote, error] {
 	return func(yield func(remote, error) bool) {
 		if err := s.flush(); err != nil {
 			yield(remote{}, err)
 			return
 		}
 		s.buf = nil
-		h := &runHeap{}
+		h := &diskRunHeap{}
 		defer h.close()
 		for _, path := range s.runs {
 			f, err := os.Open(path)
@@ -287,7 +287,7 @@ func (s *fileStage) Sorted(ctx context.Context) iter.Seq2[remote, error] {
 				yield(remote{}, fmt.Errorf("read stage run: %w", err))
 				return
 			}
-			rr := &runReader{f: f, r: bufio.NewReaderSize(f, 1<<16)}
+			rr := &diskRun{f: f, r: bufio.NewReaderSize(f, 1<<16)}
 			ok, err := rr.next()
 			if err != nil {
 				_ = f.Close()
@@ -336,7 +336,7 @@ func (s *fileStage) Sorted(ctx context.Context) iter.Seq2[remote, error] {
 	}
 }
 
-func (s *fileStage) Close() error {
+func (s *diskStage) Close() error {
 	if s.closed {
 		return nil
 	}
@@ -344,13 +344,13 @@ func (s *fileStage) Close() error {
 	return os.RemoveAll(s.dir)
 }
 
-type runReader struct {
+type diskRun struct {
 	f   *os.File
 	r   *bufio.Reader
 	cur remote
 }
 
-func (rr *runReader) next() (bool, error) {
+func (rr *diskRun) next() (bool, error) {
 	r, err := decodeRemote(rr.r)
 	if errors.Is(err, io.EOF) {
 		return false, nil
@@ -362,19 +362,19 @@ func (rr *runReader) next() (bool, error) {
 	return true, nil
 }
 
-type runHeap struct{ items []*runReader }
+type diskRunHeap struct{ items []*diskRun }
 
-func (h *runHeap) Len() int           { return len(h.items) }
-func (h *runHeap) Less(i, j int) bool { return compareRemote(&h.items[i].cur, &h.items[j].cur) < 0 }
-func (h *runHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
-func (h *runHeap) Push(x any)         { h.items = append(h.items, x.(*runReader)) }
-func (h *runHeap) Pop() any {
+func (h *diskRunHeap) Len() int           { return len(h.items) }
+func (h *diskRunHeap) Less(i, j int) bool { return compareRemote(&h.items[i].cur, &h.items[j].cur) < 0 }
+func (h *diskRunHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *diskRunHeap) Push(x any)         { h.items = append(h.items, x.(*diskRun)) }
+func (h *diskRunHeap) Pop() any {
 	last := h.items[len(h.items)-1]
 	h.items = h.items[:len(h.items)-1]
 	return last
 }
 
-func (h *runHeap) close() {
+func (h *diskRunHeap) close() {
 	for _, rr := range h.items {
 		_ = rr.f.Close()
 	}

@@ -91,8 +91,8 @@ func checkStage(t *testing.T, s stage, in []remote) {
 
 // The dry run's disk sort and the real run's staging table yield the same objects in
 // the same order: the merge cannot tell them apart.
-func TestFileStageSortsAcrossRuns(t *testing.T) {
-	s, err := newFileStage(t.TempDir(), 700) // many runs to merge
+func TestDiskStageSortsAcrossRuns(t *testing.T) {
+	s, err := newDiskStage(t.TempDir(), 700) // many runs to merge
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestFileStageSortsAcrossRuns(t *testing.T) {
 	}
 }
 
-func TestTableStageSortsLikeTheFileStage(t *testing.T) {
+func TestTableStageSortsLikeTheDiskStage(t *testing.T) {
 	db := mysqltest.New(t)
 	s, err := newTableStage(context.Background(), db.DB)
 	if err != nil {
@@ -121,13 +121,13 @@ func TestTableStageSortsLikeTheFileStage(t *testing.T) {
 }
 
 func TestEmptyStages(t *testing.T) {
-	s, err := newFileStage(t.TempDir(), 0)
+	s, err := newDiskStage(t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	if got := drain(t, s); len(got) != 0 {
-		t.Errorf("empty file stage yielded %v", got)
+		t.Errorf("empty disk stage yielded %v", got)
 	}
 }
 

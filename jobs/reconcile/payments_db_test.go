@@ -24,7 +24,7 @@ var (
 	runAt   = winTo.Add(3 * time.Hour)
 )
 
-func at(h int) time.Time { return winFrom.Add(time.Duration(h) * time.Hour) }
+func hourOf(h int) time.Time { return winFrom.Add(time.Duration(h) * time.Hour) }
 
 type world struct {
 	t      *testing.T
@@ -175,8 +175,8 @@ func classCases() []classCase {
 		{class: ClassPaidNotRecorded, fixable: true, also: []string{ClassBalanceDrift},
 			plant: func(w *world) {
 				w.invoice(2, "EUR", 1230, "open", 1)
-				w.payment(2, 1, 1230, "EUR", "pending", "", at(10))
-				w.intent("pi_lost", 2, 1, 1230, "eur", "succeeded", at(10).Add(time.Second))
+				w.payment(2, 1, 1230, "EUR", "pending", "", hourOf(10))
+				w.intent("pi_lost", 2, 1, 1230, "eur", "succeeded", hourOf(10).Add(time.Second))
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.InvoiceID != 2 || f.AccountID != 102 || f.PaymentIntent != "pi_lost" || f.Amount != "12.30" || f.Currency != "EUR" || !f.Fixable {
@@ -190,8 +190,8 @@ func classCases() []classCase {
 		{class: ClassRecordedNotPaid, also: []string{ClassBalanceDrift},
 			plant: func(w *world) {
 				w.invoice(3, "USD", 500, "paid", 1)
-				w.payment(3, 1, 500, "USD", "succeeded", "pi_declined", at(11))
-				w.intent("pi_declined", 3, 1, 500, "usd", "requires_payment_method", at(11).Add(time.Second))
+				w.payment(3, 1, 500, "USD", "succeeded", "pi_declined", hourOf(11))
+				w.intent("pi_declined", 3, 1, 500, "usd", "requires_payment_method", hourOf(11).Add(time.Second))
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.InvoiceID != 3 || f.PaymentIntent != "pi_declined" || f.Amount != "5.00" || !strings.Contains(f.Detail, "requires_payment_method") {
@@ -205,8 +205,8 @@ func classCases() []classCase {
 		{class: ClassAmountMismatch, also: []string{ClassBalanceDrift},
 			plant: func(w *world) {
 				w.invoice(4, "EUR", 1000, "paid", 1)
-				w.payment(4, 1, 1000, "EUR", "succeeded", "pi_short", at(12))
-				w.intent("pi_short", 4, 1, 900, "eur", "succeeded", at(12).Add(time.Second))
+				w.payment(4, 1, 1000, "EUR", "succeeded", "pi_short", hourOf(12))
+				w.intent("pi_short", 4, 1, 900, "eur", "succeeded", hourOf(12).Add(time.Second))
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.PaymentIntent != "pi_short" || f.Amount != "9.00" || !strings.Contains(f.Detail, "EUR 10.00") {
@@ -217,8 +217,8 @@ func classCases() []classCase {
 		{class: ClassCurrencyMismatch, also: []string{ClassBalanceDrift},
 			plant: func(w *world) {
 				w.invoice(5, "EUR", 700, "paid", 1)
-				w.payment(5, 1, 700, "EUR", "succeeded", "pi_usd", at(13))
-				w.intent("pi_usd", 5, 1, 700, "usd", "succeeded", at(13).Add(time.Second))
+				w.payment(5, 1, 700, "EUR", "succeeded", "pi_usd", hourOf(13))
+				w.intent("pi_usd", 5, 1, 700, "usd", "succeeded", hourOf(13).Add(time.Second))
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.PaymentIntent != "pi_usd" || f.Currency != "USD" {
@@ -229,9 +229,9 @@ func classCases() []classCase {
 		{class: ClassDuplicateCharge, also: []string{ClassPaidNotRecorded, ClassBalanceDrift},
 			plant: func(w *world) {
 				w.invoice(6, "EUR", 2000, "paid", 1)
-				w.payment(6, 1, 2000, "EUR", "succeeded", "pi_first", at(14))
-				w.intent("pi_first", 6, 1, 2000, "eur", "succeeded", at(14).Add(time.Second))
-				w.intent("pi_second", 6, 1, 2000, "eur", "succeeded", at(15)) // made by hand in the dashboard
+				w.payment(6, 1, 2000, "EUR", "succeeded", "pi_first", hourOf(14))
+				w.intent("pi_first", 6, 1, 2000, "eur", "succeeded", hourOf(14).Add(time.Second))
+				w.intent("pi_second", 6, 1, 2000, "eur", "succeeded", hourOf(15)) // made by hand in the dashboard
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.InvoiceID != 6 || f.Amount != "20.00" || !strings.Contains(f.Detail, "pi_first, pi_second") {
@@ -239,15 +239,15 @@ func classCases() []classCase {
 				}
 			},
 			cure: func(w *world) {
-				if _, err := w.fake.AddRefund(fakestripe.Refund{ID: "re_dup", PaymentIntent: "pi_second", Created: at(20)}); err != nil {
+				if _, err := w.fake.AddRefund(fakestripe.Refund{ID: "re_dup", PaymentIntent: "pi_second", Created: hourOf(20)}); err != nil {
 					w.t.Fatal(err)
 				}
 				// The refund is recorded here and the duplicate's attempt too: the books
 				// show both, the money is back.
 				w.exec(`INSERT INTO payments (invoice_id, account_id, attempt, idempotency_key, amount_minor, currency, status,
-  provider_payment_id, created_at, updated_at) VALUES (6, 106, 2, 'manual-6-2', 2000, 'EUR', 'succeeded', 'pi_second', ?, ?)`, at(15), at(15))
+  provider_payment_id, created_at, updated_at) VALUES (6, 106, 2, 'manual-6-2', 2000, 'EUR', 'succeeded', 'pi_second', ?, ?)`, hourOf(15), hourOf(15))
 				w.exec(`INSERT INTO payment_refunds (provider_refund_id, provider_payment_id, invoice_id, amount_minor, currency, status,
-  refunded_at, recorded_at, updated_at, recorded_by) VALUES ('re_dup', 'pi_second', 6, 2000, 'EUR', 'succeeded', ?, ?, ?, 'operator:test')`, at(20), at(20), at(20))
+  refunded_at, recorded_at, updated_at, recorded_by) VALUES ('re_dup', 'pi_second', 6, 2000, 'EUR', 'succeeded', ?, ?, ?, 'operator:test')`, hourOf(20), hourOf(20), hourOf(20))
 			}},
 		{class: ClassRefundedNotRecorded, fixable: true, also: []string{ClassBalanceDrift},
 			plant: func(w *world) {
@@ -255,7 +255,7 @@ func classCases() []classCase {
 				w.invoice(7, "EUR", 3000, "paid", 1)
 				w.payment(7, 1, 3000, "EUR", "succeeded", "pi_old", winFrom.AddDate(0, 0, -10))
 				w.intent("pi_old", 7, 1, 3000, "eur", "succeeded", winFrom.AddDate(0, 0, -10))
-				if _, err := w.fake.AddRefund(fakestripe.Refund{ID: "re_dash", PaymentIntent: "pi_old", Amount: 1000, Created: at(9)}); err != nil {
+				if _, err := w.fake.AddRefund(fakestripe.Refund{ID: "re_dash", PaymentIntent: "pi_old", Amount: 1000, Created: hourOf(9)}); err != nil {
 					w.t.Fatal(err)
 				}
 			},
@@ -266,14 +266,14 @@ func classCases() []classCase {
 			},
 			cure: func(w *world) {
 				w.exec(`INSERT INTO payment_refunds (provider_refund_id, provider_payment_id, invoice_id, amount_minor, currency, status,
-  refunded_at, recorded_at, updated_at, recorded_by) VALUES ('re_dash', 'pi_old', 7, 1000, 'EUR', 'succeeded', ?, ?, ?, 'operator:test')`, at(9), at(9), at(9))
+  refunded_at, recorded_at, updated_at, recorded_by) VALUES ('re_dash', 'pi_old', 7, 1000, 'EUR', 'succeeded', ?, ?, ?, 'operator:test')`, hourOf(9), hourOf(9), hourOf(9))
 			}},
 		{class: ClassDisputed, fixable: true,
 			plant: func(w *world) {
 				w.invoice(8, "USD", 4000, "paid", 1)
 				w.payment(8, 1, 4000, "USD", "succeeded", "pi_disputed", winFrom.AddDate(0, 0, -20))
 				w.intent("pi_disputed", 8, 1, 4000, "usd", "succeeded", winFrom.AddDate(0, 0, -20))
-				if _, err := w.fake.AddDispute(fakestripe.Dispute{ID: "dp_1", PaymentIntent: "pi_disputed", Created: at(8)}); err != nil {
+				if _, err := w.fake.AddDispute(fakestripe.Dispute{ID: "dp_1", PaymentIntent: "pi_disputed", Created: hourOf(8)}); err != nil {
 					w.t.Fatal(err)
 				}
 			},
@@ -284,11 +284,11 @@ func classCases() []classCase {
 			},
 			cure: func(w *world) {
 				w.exec(`INSERT INTO payment_disputes (provider_dispute_id, provider_payment_id, invoice_id, amount_minor, currency, status,
-  disputed_at, recorded_at, updated_at, recorded_by) VALUES ('dp_1', 'pi_disputed', 8, 4000, 'USD', 'needs_response', ?, ?, ?, 'operator:test')`, at(8), at(8), at(8))
+  disputed_at, recorded_at, updated_at, recorded_by) VALUES ('dp_1', 'pi_disputed', 8, 4000, 'USD', 'needs_response', ?, ?, ?, 'operator:test')`, hourOf(8), hourOf(8), hourOf(8))
 			}},
 		{class: ClassUnknownPayment,
 			plant: func(w *world) {
-				w.intent("pi_stray", 999, 1, 1500, "eur", "requires_payment_method", at(16))
+				w.intent("pi_stray", 999, 1, 1500, "eur", "requires_payment_method", hourOf(16))
 			},
 			check: func(t *testing.T, f StoredFinding) {
 				if f.PaymentIntent != "pi_stray" || f.InvoiceID != 999 {
@@ -297,7 +297,7 @@ func classCases() []classCase {
 			},
 			cure: func(w *world) {
 				w.invoice(999, "EUR", 1500, "open", 1)
-				w.payment(999, 1, 1500, "EUR", "soft_declined", "pi_stray", at(16))
+				w.payment(999, 1, 1500, "EUR", "soft_declined", "pi_stray", hourOf(16))
 			}},
 		{class: ClassPaymentUnsettled, fixable: true,
 			plant: func(w *world) {
@@ -321,7 +321,7 @@ func TestPaymentsClassesFoundKeptAndResolved(t *testing.T) {
 	for _, tc := range classCases() {
 		t.Run(tc.class, func(t *testing.T) {
 			w := newWorld(t)
-			w.paidInvoice(1, "EUR", 990, at(5)) // a paid invoice beside: never a finding
+			w.paidInvoice(1, "EUR", 990, hourOf(5)) // a paid invoice beside: never a finding
 			tc.plant(w)
 
 			rep := w.run(false)
@@ -425,7 +425,7 @@ func (w *world) row(q string, args ...any) string {
 // run afterwards finds nothing open.
 func TestPaymentsFixRecordsWhatStripeSays(t *testing.T) {
 	w := newWorld(t)
-	w.paidInvoice(1, "EUR", 990, at(5))
+	w.paidInvoice(1, "EUR", 990, hourOf(5))
 	for _, tc := range classCases() {
 		if tc.fixable {
 			tc.plant(w)
@@ -433,8 +433,8 @@ func TestPaymentsFixRecordsWhatStripeSays(t *testing.T) {
 	}
 	// A pending attempt whose PaymentIntent Stripe declined.
 	w.invoice(11, "EUR", 600, "open", 1)
-	w.payment(11, 1, 600, "EUR", "pending", "pi_stuck", at(2))
-	w.intent("pi_stuck", 11, 1, 600, "eur", "requires_payment_method", at(2).Add(time.Second))
+	w.payment(11, 1, 600, "EUR", "pending", "pi_stuck", hourOf(2))
+	w.intent("pi_stuck", 11, 1, 600, "eur", "requires_payment_method", hourOf(2).Add(time.Second))
 
 	// The dry run shows the repairs and changes nothing.
 	ctx := run.WithInfo(context.Background(), run.Info{ID: "DRY", Job: "reconcile", DryRun: true})
@@ -476,7 +476,7 @@ func TestPaymentsFixRecordsWhatStripeSays(t *testing.T) {
 	if got := w.row(`SELECT status, provider_payment_id FROM payments WHERE invoice_id = 2`); got != "succeeded pi_lost" {
 		t.Errorf("invoice 2's payment: %s", got)
 	}
-	if got := w.row(`SELECT status, amount_paid_minor, collection, paid_at FROM invoices WHERE id = 2`); got != "paid 1230 succeeded "+at(10).Add(time.Second).Format(time.RFC3339) {
+	if got := w.row(`SELECT status, amount_paid_minor, collection, paid_at FROM invoices WHERE id = 2`); got != "paid 1230 succeeded "+hourOf(10).Add(time.Second).Format(time.RFC3339) {
 		t.Errorf("invoice 2: %s", got)
 	}
 	if got := w.row(`SELECT status, decline_code FROM payments WHERE invoice_id = 10`); got != "failed not_at_provider" {

@@ -33,7 +33,7 @@ func newMock(t *testing.T) (*Store, sqlmock.Sqlmock) {
 func TestAddRetriesADeadlockedBatch(t *testing.T) {
 	s, mock := newMock(t)
 	ctx := runCtx("RUN1")
-	rec, err := s.Begin(ctx, paymentsScope(day(0), day(1)))
+	rec, err := s.Begin(ctx, paymentsScope(dayOf(0), dayOf(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestAddRetriesADeadlockedBatch(t *testing.T) {
 func TestFinishResolvesOnlyWhatIsStillUnseen(t *testing.T) {
 	s, mock := newMock(t)
 	ctx := runCtx("RUN2")
-	scope := Scope{Check: "payments", Classes: []string{ClassDisputed}, From: day(0), To: day(1), Rechecked: []int64{30}}
+	scope := Scope{Check: "payments", Classes: []string{ClassDisputed}, From: dayOf(0), To: dayOf(1), Rechecked: []int64{30}}
 	rec, err := s.Begin(ctx, scope)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestFinishResolvesOnlyWhatIsStillUnseen(t *testing.T) {
 WHERE class IN (?) AND state IN ('open', 'acknowledged') AND last_run_id <> ?
   AND ((window_from >= ? AND window_to <= ?) OR id IN (?)) AND id > ?`)
 	lock := regexp.QuoteMeta(sqlLockFinding)
-	mock.ExpectQuery(page).WithArgs(ClassDisputed, "RUN2", day(0), day(1), int64(30), int64(0), batch).
+	mock.ExpectQuery(page).WithArgs(ClassDisputed, "RUN2", dayOf(0), dayOf(1), int64(30), int64(0), batch).
 		WillReturnRows(sqlmock.NewRows([]string{"id", "state"}).AddRow(10, "open").AddRow(20, "open").AddRow(30, "acknowledged"))
 	mock.ExpectBegin()
 	mock.ExpectQuery(lock).WithArgs(int64(10)).WillReturnRows(sqlmock.NewRows([]string{"state", "last_run_id"}).AddRow("open", "RUN1"))
@@ -85,7 +85,7 @@ WHERE class IN (?) AND state IN ('open', 'acknowledged') AND last_run_id <> ?
 	mock.ExpectQuery(lock).WithArgs(int64(20)).WillReturnRows(sqlmock.NewRows([]string{"state", "last_run_id"}).AddRow("open", "RUN2"))
 	mock.ExpectQuery(lock).WithArgs(int64(30)).WillReturnRows(sqlmock.NewRows([]string{"state", "last_run_id"}).AddRow("fixed", "RUN1"))
 	mock.ExpectCommit()
-	mock.ExpectQuery(page).WithArgs(ClassDisputed, "RUN2", day(0), day(1), int64(30), int64(30), batch).
+	mock.ExpectQuery(page).WithArgs(ClassDisputed, "RUN2", dayOf(0), dayOf(1), int64(30), int64(30), batch).
 		WillReturnRows(sqlmock.NewRows([]string{"id", "state"}))
 	sum, err := rec.Finish(ctx)
 	if err != nil {

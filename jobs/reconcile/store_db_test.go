@@ -13,7 +13,7 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-func day(d int) time.Time { return time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d) }
+func dayOf(d int) time.Time { return time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, d) }
 
 func runCtx(id string) context.Context {
 	return run.WithInfo(context.Background(), run.Info{ID: id, Job: "reconcile"})
@@ -53,10 +53,10 @@ func events(t *testing.T, db *sql.DB, id int64) string {
 // audited event with its run.
 func TestFindingLifecycleAcrossRuns(t *testing.T) {
 	db := mysqltest.New(t)
-	clock := day(1).Add(3 * time.Hour)
+	clock := dayOf(1).Add(3 * time.Hour)
 	s := &Store{DB: db.DB, Now: func() time.Time { return clock }}
 
-	sum, err := s.Record(runCtx("RUN1"), paymentsScope(day(0), day(1)), []Finding{lostPayment(clock)})
+	sum, err := s.Record(runCtx("RUN1"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(clock)})
 	if err != nil || sum.Opened != 1 || sum.Seen[ClassPaidNotRecorded] != 1 {
 		t.Fatalf("run 1: %+v %v", sum, err)
 	}
@@ -68,29 +68,29 @@ func TestFindingLifecycleAcrossRuns(t *testing.T) {
 		first = append(first, f)
 	}
 	if len(first) != 1 || first[0].State != StateOpen || first[0].InvoiceID != 7 || first[0].Amount != "12.30" ||
-		!first[0].FirstSeen.Equal(clock) || !first[0].WindowFrom.Equal(day(0)) {
+		!first[0].FirstSeen.Equal(clock) || !first[0].WindowFrom.Equal(dayOf(0)) {
 		t.Fatalf("after run 1: %+v", first)
 	}
 	id := first[0].ID
 
 	// The same window again the next day: same finding, last_seen moves.
-	clock = day(2).Add(3 * time.Hour)
-	sum, err = s.Record(runCtx("RUN2"), paymentsScope(day(0), day(1)), []Finding{lostPayment(clock)})
+	clock = dayOf(2).Add(3 * time.Hour)
+	sum, err = s.Record(runCtx("RUN2"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(clock)})
 	if err != nil || sum.Opened != 0 || sum.Resolved != 0 {
 		t.Fatalf("run 2: %+v %v", sum, err)
 	}
 	f, err := s.Get(context.Background(), id)
-	if err != nil || f.State != StateOpen || !f.LastSeen.Equal(clock) || !f.FirstSeen.Equal(day(1).Add(3*time.Hour)) {
+	if err != nil || f.State != StateOpen || !f.LastSeen.Equal(clock) || !f.FirstSeen.Equal(dayOf(1).Add(3*time.Hour)) {
 		t.Fatalf("after run 2: %+v %v", f, err)
 	}
 
 	// A run of another window does not judge it.
-	sum, err = s.Record(runCtx("RUN3"), paymentsScope(day(1), day(2)), nil)
+	sum, err = s.Record(runCtx("RUN3"), paymentsScope(dayOf(1), dayOf(2)), nil)
 	if err != nil || sum.Resolved != 0 {
 		t.Fatalf("other window: %+v %v", sum, err)
 	}
 	// Its own window, without it: resolved.
-	sum, err = s.Record(runCtx("RUN4"), paymentsScope(day(-1), day(1)), nil)
+	sum, err = s.Record(runCtx("RUN4"), paymentsScope(dayOf(-1), dayOf(1)), nil)
 	if err != nil || sum.Resolved != 1 {
 		t.Fatalf("run 4: %+v %v", sum, err)
 	}
@@ -98,7 +98,7 @@ func TestFindingLifecycleAcrossRuns(t *testing.T) {
 		t.Fatalf("after run 4: %+v", f)
 	}
 	// Seen again: open again, same id.
-	sum, err = s.Record(runCtx("RUN5"), paymentsScope(day(0), day(1)), []Finding{lostPayment(clock)})
+	sum, err = s.Record(runCtx("RUN5"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(clock)})
 	if err != nil || sum.Reopened != 1 || sum.Opened != 0 {
 		t.Fatalf("run 5: %+v %v", sum, err)
 	}
@@ -114,9 +114,9 @@ func TestFindingLifecycleAcrossRuns(t *testing.T) {
 func TestAcknowledgeAndRecheck(t *testing.T) {
 	db := mysqltest.New(t)
 	ctx := context.Background()
-	s := &Store{DB: db.DB, Now: func() time.Time { return day(1) }}
+	s := &Store{DB: db.DB, Now: func() time.Time { return dayOf(1) }}
 	dispute := Finding{Class: ClassDisputed, Fingerprint: Fingerprint(ClassDisputed, "dp_1"), ResourceID: "dp_1", Detail: "dispute"}
-	if _, err := s.Record(runCtx("RUN1"), paymentsScope(day(0), day(1)), []Finding{lostPayment(day(1)), dispute}); err != nil {
+	if _, err := s.Record(runCtx("RUN1"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(dayOf(1)), dispute}); err != nil {
 		t.Fatal(err)
 	}
 	var ids []int64
@@ -155,7 +155,7 @@ func TestAcknowledgeAndRecheck(t *testing.T) {
 
 	// A janitor re-judges the acknowledged dispute outside its window by id: unseen,
 	// it resolves; the lost payment, not rechecked, stays open.
-	sum, err := s.Record(runCtx("RUN2"), paymentsScope(day(5), day(6), ids[0]), nil)
+	sum, err := s.Record(runCtx("RUN2"), paymentsScope(dayOf(5), dayOf(6), ids[0]), nil)
 	if err != nil || sum.Resolved != 1 {
 		t.Fatalf("recheck: %+v %v", sum, err)
 	}
@@ -165,10 +165,10 @@ func TestAcknowledgeAndRecheck(t *testing.T) {
 
 	// A class the check does not judge is refused; usage findings are untouched by
 	// a payments run.
-	if _, err := s.Record(runCtx("RUN3"), paymentsScope(day(0), day(1)), []Finding{{Class: ClassMeteredNotFound, ResourceID: "vm-1"}}); err == nil {
+	if _, err := s.Record(runCtx("RUN3"), paymentsScope(dayOf(0), dayOf(1)), []Finding{{Class: ClassMeteredNotFound, ResourceID: "vm-1"}}); err == nil {
 		t.Error("recorded a class outside the scope")
 	}
-	if _, err := s.Record(context.Background(), paymentsScope(day(0), day(1)), nil); err == nil {
+	if _, err := s.Record(context.Background(), paymentsScope(dayOf(0), dayOf(1)), nil); err == nil {
 		t.Error("recorded without a run id")
 	}
 }
@@ -176,8 +176,8 @@ func TestAcknowledgeAndRecheck(t *testing.T) {
 func TestMarkFixedCommitsWithTheRepair(t *testing.T) {
 	db := mysqltest.New(t)
 	ctx := context.Background()
-	s := &Store{DB: db.DB, Now: func() time.Time { return day(1) }}
-	if _, err := s.Record(runCtx("RUN1"), paymentsScope(day(0), day(1)), []Finding{lostPayment(day(1))}); err != nil {
+	s := &Store{DB: db.DB, Now: func() time.Time { return dayOf(1) }}
+	if _, err := s.Record(runCtx("RUN1"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(dayOf(1))}); err != nil {
 		t.Fatal(err)
 	}
 	var id int64
@@ -216,7 +216,7 @@ func TestMarkFixedCommitsWithTheRepair(t *testing.T) {
 		t.Errorf("events %q", got)
 	}
 	// A fixed finding that is not seen again stays fixed.
-	if sum, err := s.Record(runCtx("RUN4"), paymentsScope(day(0), day(1)), nil); err != nil || sum.Resolved != 0 {
+	if sum, err := s.Record(runCtx("RUN4"), paymentsScope(dayOf(0), dayOf(1)), nil); err != nil || sum.Resolved != 0 {
 		t.Errorf("after a fix: %+v %v", sum, err)
 	}
 }
@@ -226,9 +226,9 @@ func TestMarkFixedCommitsWithTheRepair(t *testing.T) {
 func TestDryRunPlansWithoutWriting(t *testing.T) {
 	db := mysqltest.New(t)
 	ctx := context.Background()
-	s := &Store{DB: db.DB, Now: func() time.Time { return day(1) }}
+	s := &Store{DB: db.DB, Now: func() time.Time { return dayOf(1) }}
 	old := Finding{Class: ClassDisputed, Fingerprint: Fingerprint(ClassDisputed, "dp_old"), ResourceID: "dp_old", Detail: "old"}
-	if _, err := s.Record(runCtx("RUN1"), paymentsScope(day(0), day(1)), []Finding{lostPayment(day(1)), old}); err != nil {
+	if _, err := s.Record(runCtx("RUN1"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(dayOf(1)), old}); err != nil {
 		t.Fatal(err)
 	}
 	ro, err := mysql.Open(ctx, db.SelectOnlyUser(t), mysql.Options{ReadOnly: true})
@@ -236,9 +236,9 @@ func TestDryRunPlansWithoutWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	dry := &Store{DB: ro, Now: func() time.Time { return day(2) }, DryRun: true}
+	dry := &Store{DB: ro, Now: func() time.Time { return dayOf(2) }, DryRun: true}
 	fresh := Finding{Class: ClassDisputed, Fingerprint: Fingerprint(ClassDisputed, "dp_new"), ResourceID: "dp_new", Detail: "new"}
-	sum, err := dry.Record(runCtx("DRY"), paymentsScope(day(0), day(1)), []Finding{lostPayment(day(2)), fresh})
+	sum, err := dry.Record(runCtx("DRY"), paymentsScope(dayOf(0), dayOf(1)), []Finding{lostPayment(dayOf(2)), fresh})
 	if err != nil || sum.Opened != 1 || sum.Resolved != 1 {
 		t.Fatalf("dry run: %+v %v", sum, err)
 	}

@@ -52,27 +52,39 @@ type Check interface {
 	Run(ctx context.Context, env *CheckEnv) error
 }
 
-// FindingsCheck is a check that returns its findings in a slice; the run records
-// them over the window asked, with Classes resolving what was not seen again. The
-// usage check plugs in here:
+// FindingsCheck is a check that emits its findings one at a time (the usage check)
+// over the window asked; the run records them in batches as they come, then resolves
+// the open findings of Classes in the window that were not emitted again. The usage
+// check plugs in here:
 //
-//	reconcile.FindingsCheck{CheckName: "usage", Classes: usageClasses, Find: usage.Find}
+//	reconcile.FindingsCheck{CheckName: "usage", Classes: usageClasses,
+//		Find: func(ctx context.Context, env *reconcile.CheckEnv, emit func(reconcile.Finding) error) error {
+//			_, err := usage.Run(ctx, env.Window.From, env.Window.To, emit)
+//			return err
+//		}}
 type FindingsCheck struct {
 	CheckName string
 	Classes   []string
-	Find      func(ctx context.Context, env *CheckEnv) ([]Finding, error)
+	Find      func(ctx context.Context, env *CheckEnv, emit func(Finding) error) error
 }
 
 // Name is the check's verb.
 func (c FindingsCheck) Name() string { return c.CheckName }
 
-// Run finds and records.
+// Run finds and records. A check that fails records what it emitted so far but
+// resolves nothing: it did not judge the whole window.
 func (c FindingsCheck) Run(ctx context.Context, env *CheckEnv) error {
-	fs, err := c.Find(ctx, env)
+	rec, err := env.Store.Begin(ctx, Scope{Check: c.CheckName, Classes: c.Classes, From: env.Window.From, To: env.Window.To})
 	if err != nil {
 		return err
 	}
-	sum, err := env.Store.Record(ctx, Scope{Check: c.CheckName, Classes: c.Classes, From: env.Window.From, To: env.Window.To}, fs)
+	if err := c.Find(ctx, env, rec.Emit(ctx)); err != nil {
+		if ferr := rec.flush(ctx); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		return err
+	}
+	sum, err := rec.Finish(ctx)
 	if err != nil {
 		return err
 	}

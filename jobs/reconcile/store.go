@@ -119,6 +119,8 @@ type Recording struct {
 	scope Scope
 	runID string
 	sum   Summary
+	// buffered are findings given to Emit, not yet written.
+	buffered []Finding
 }
 
 // Begin starts recording scope's findings. The run id comes from the context
@@ -149,6 +151,27 @@ func (s *Store) Record(ctx context.Context, scope Scope, findings []Finding) (Su
 		return r.sum, err
 	}
 	return r.Finish(ctx)
+}
+
+// Emit records one finding, in batches: the callback a check that streams its
+// findings (the usage check's emit) is given. Finish writes what is buffered.
+func (r *Recording) Emit(ctx context.Context) func(Finding) error {
+	return func(f Finding) error {
+		r.buffered = append(r.buffered, f)
+		if len(r.buffered) < batch {
+			return nil
+		}
+		return r.flush(ctx)
+	}
+}
+
+func (r *Recording) flush(ctx context.Context) error {
+	if len(r.buffered) == 0 {
+		return nil
+	}
+	err := r.Add(ctx, r.buffered...)
+	r.buffered = r.buffered[:0]
+	return err
 }
 
 // Recheck adds findings outside the scope's window that the check judged again by
@@ -352,6 +375,9 @@ func (r *Recording) planBatch(ctx context.Context, ps []prepared) error {
 // Finish resolves the open and acknowledged findings of the scope that this run did
 // not see again, each with its event, a page at a time.
 func (r *Recording) Finish(ctx context.Context) (Summary, error) {
+	if err := r.flush(ctx); err != nil {
+		return r.sum, err
+	}
 	classes := make([]any, len(r.scope.Classes))
 	for i, c := range r.scope.Classes {
 		classes[i] = c

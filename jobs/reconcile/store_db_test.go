@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,52 @@ func TestDryRunPlansWithoutWriting(t *testing.T) {
 	var n int
 	if err := db.QueryRow(`SELECT COUNT(*) FROM reconcile_findings WHERE state = 'open'`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("the dry run changed findings: %d open, %v", n, err)
+	}
+}
+
+// A check that streams its findings (the usage check) plugs in as a FindingsCheck:
+// what it emits is recorded in batches; what it no longer emits resolves, unless
+// the check failed before judging its whole window.
+func TestFindingsCheckRecordsWhatIsEmitted(t *testing.T) {
+	db := mysqltest.New(t)
+	emitN := func(n int, fail bool) FindingsCheck {
+		return FindingsCheck{CheckName: "usage", Classes: []string{ClassMeteredNotFound},
+			Find: func(ctx context.Context, env *CheckEnv, emit func(Finding) error) error {
+				for i := range n {
+					if err := emit(Finding{Class: ClassMeteredNotFound, ResourceID: fmt.Sprintf("vm-%d", i), Detail: "metered, unknown"}); err != nil {
+						return err
+					}
+				}
+				if fail {
+					return errors.New("CloudStack went away")
+				}
+				return nil
+			}}
+	}
+	job := func(c Check) *Job {
+		return &Job{DB: db.DB, Checks: []Check{c}, Now: func() time.Time { return dayOf(2) },
+			Config: Config{Window: Window{From: dayOf(0), To: dayOf(1)}}}
+	}
+	open := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT COUNT(*) FROM reconcile_findings WHERE state = 'open'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rep, err := job(emitN(450, false)).Run(runCtx("RUN1"))
+	if err != nil || open() != 450 || rep.Counts["findings_open_metered_not_found"] != 450 || len(rep.Problems) != 450 {
+		t.Fatalf("run 1: %v, %d open, counts %v", err, open(), rep.Counts)
+	}
+	// A failed check keeps what it emitted and resolves nothing.
+	if _, err := job(emitN(10, true)).Run(runCtx("RUN2")); err == nil || !strings.Contains(err.Error(), "usage check: CloudStack went away") {
+		t.Fatalf("run 2: %v", err)
+	}
+	if open() != 450 {
+		t.Fatalf("a failed check resolved findings: %d open", open())
+	}
+	rep, err = job(emitN(300, false)).Run(runCtx("RUN3"))
+	if err != nil || open() != 300 || rep.Counts["findings_resolved"] != 150 {
+		t.Fatalf("run 3: %v, %d open, counts %v", err, open(), rep.Counts)
 	}
 }

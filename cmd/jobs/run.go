@@ -57,6 +57,7 @@ func commands() []*command {
 		billingCommand(),
 		abuseCommand(),
 		dripCommand(),
+		reconcileCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),

@@ -29,7 +29,9 @@ type UnpaidInvoice struct {
 	TotalMinor int64     `json:"total_minor"`
 	PaidMinor  int64     `json:"paid_minor"`
 	DueAt      time.Time `json:"due_at"`
-	// Retrying: billing still has a card retry scheduled (collection 'retrying').
+	// Retrying: billing still has a card retry scheduled (collection 'retrying'), or
+	// an attempt of the invoice is still pending (its outcome unknown until billing or
+	// jobs reconcile settles it: the customer may have paid).
 	Retrying bool `json:"retrying"`
 }
 

@@ -350,3 +350,34 @@ func TestPaymentCancelsASuspensionNotCarriedOut(t *testing.T) {
 		t.Fatalf("report %+v", rep.Actions)
 	}
 }
+
+// An attempt whose outcome is unknown (a pending payment: the answer was lost) holds
+// the suspension as a card still retrying does: the customer may have paid. Once
+// reconciliation settles it as failed, the suspension goes ahead.
+func TestPendingPaymentHoldsSuspension(t *testing.T) {
+	w := newWorld(t)
+	due := utc("2026-10-01T00:00:00Z")
+	w.account(42, "late@example.com", "cs-42", due.AddDate(0, -6, 0))
+	w.vm("cs-42", "vm-a", "Running", 20, due.AddDate(0, -6, 0))
+	w.invoice(1001, 42, due, 12000, 0)
+	w.exec(`INSERT INTO payments (invoice_id, account_id, attempt, idempotency_key, amount_minor, currency, status, created_at, updated_at)
+VALUES (1001, 42, 1, 'cronkit-invoice-1001-attempt-1', 12000, 'EUR', 'pending', ?, ?)`, due, due)
+	for _, d := range []int{3, 14, 21, 25} {
+		w.now = due.AddDate(0, 0, d)
+		w.runJob(nil)
+	}
+	if got := w.cases(42); !equal(got, []string{"dunning:warned"}) || w.vmState("vm-a") != "Running" {
+		t.Fatalf("with a pending attempt: cases %v, vm %s", got, w.vmState("vm-a"))
+	}
+	facts, err := dunningFacts(w.ctx(), w.db, []int64{42})
+	if err != nil || len(facts[42].Unpaid) != 1 || !facts[42].Unpaid[0].Retrying {
+		t.Fatalf("facts %+v %v: want the invoice retrying", facts[42], err)
+	}
+
+	w.exec(`UPDATE payments SET status = 'failed', decline_code = 'not_at_provider' WHERE invoice_id = 1001`)
+	w.now = due.AddDate(0, 0, 26)
+	w.runJob(nil)
+	if got := w.cases(42); !equal(got, []string{"dunning:suspended"}) || w.vmState("vm-a") != "Stopped" {
+		t.Fatalf("once settled: cases %v, vm %s", got, w.vmState("vm-a"))
+	}
+}

@@ -61,7 +61,8 @@ type Level struct {
 	// the major unit. A currency not listed needs any unpaid amount.
 	MinBalance map[string]string `toml:"min_balance"`
 	// WaitWhileRetrying holds the level while billing still retries the card of an
-	// unpaid invoice (invoices.collection = 'retrying').
+	// unpaid invoice (invoices.collection = 'retrying') or an attempt's outcome is
+	// unknown (a pending payment).
 	WaitWhileRetrying bool `toml:"wait_while_retrying"`
 
 	minBalance map[string]int64 // MinBalance in minor units, set by validate

@@ -148,7 +148,11 @@ FROM accounts WHERE id IN (`+in+`)`, args...)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("dunning facts: accounts: %w", err)
 	}
-	rows, err = q.QueryContext(ctx, `SELECT account_id, id, currency, total_minor, amount_paid_minor, due_at, collection = 'retrying'
+	// Retrying: a card retry is scheduled, or an attempt's outcome is not known yet
+	// (a pending payment: the answer was lost, billing or reconcile settles it). The
+	// customer may have paid.
+	rows, err = q.QueryContext(ctx, `SELECT account_id, id, currency, total_minor, amount_paid_minor, due_at,
+  collection = 'retrying' OR EXISTS (SELECT 1 FROM payments p WHERE p.invoice_id = invoices.id AND p.status = 'pending')
 FROM invoices WHERE account_id IN (`+in+`) AND status = 'open' AND total_minor > amount_paid_minor AND due_at IS NOT NULL
 ORDER BY account_id, due_at, id`, args...)
 	if err != nil {

@@ -27,7 +27,18 @@ const (
 	ClassDisputed            = "disputed"
 	ClassUnknownPayment      = "unknown_payment"
 	ClassBalanceDrift        = "balance_drift"
+	// ClassPaymentUnsettled: an attempt still pending here (the answer was lost, or
+	// billing gave up replaying it) whose outcome Stripe knows, or that Stripe never
+	// received; until it is settled, dunning holds suspension for its invoice.
+	ClassPaymentUnsettled = "payment_unsettled"
 )
+
+// PaymentClasses are the classes the payments check judges, and so resolves.
+func PaymentClasses() []string {
+	return []string{ClassPaidNotRecorded, ClassRecordedNotPaid, ClassAmountMismatch, ClassCurrencyMismatch,
+		ClassDuplicateCharge, ClassRefundedNotRecorded, ClassDisputed, ClassUnknownPayment, ClassBalanceDrift,
+		ClassPaymentUnsettled}
+}
 
 // Finding is one discrepancy as a check sees it in one run, before it is persisted.
 // The same problem seen on two nights has the same Fingerprint, so it stays one
@@ -56,4 +67,11 @@ type Finding struct {
 	Fixable bool
 	// Seen is when the check observed it (the run's clock).
 	Seen time.Time
+}
+
+// Classes are every class a finding may have, usage's then payments', for checking
+// what an operator types.
+func Classes() []string {
+	return append([]string{ClassRunningNotMetered, ClassMeteredNotFound, ClassMeteredAfterRemoval, ClassHoursExceedWindow,
+		ClassAccountMismatch, ClassSuspendedButRunning}, PaymentClasses()...)
 }

@@ -116,7 +116,14 @@ func TestChargeSucceeds(t *testing.T) {
 		got = append(got, pi)
 	}
 	want := payment.PaymentIntent{ID: res.PaymentIntentID, Customer: cus, AmountMinor: 1999, AmountReceived: 1999,
-		Currency: "eur", Status: "succeeded", Metadata: map[string]string{"invoice_id": "42", "attempt": "1"}, Created: t0}
+		Currency: "eur", Status: "succeeded", Metadata: map[string]string{"invoice_id": "42", "attempt": "1"}, Created: t0,
+		PaymentMethod: "pm_card_visa"}
+	if len(got) == 1 {
+		if !strings.HasPrefix(got[0].LatestCharge, "ch_") {
+			t.Errorf("latest charge %q, want a ch_ id", got[0].LatestCharge)
+		}
+		got[0].LatestCharge = ""
+	}
 	if len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(want) {
 		t.Errorf("listed %+v, want [%+v]", got, want)
 	}

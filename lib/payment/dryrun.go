@@ -17,6 +17,10 @@ var ErrDryRun = errors.New("dry run: the payment provider is not changed")
 type Reader interface {
 	GetCustomer(ctx context.Context, id string) (Customer, error)
 	ListPaymentIntents(ctx context.Context, p ListParams) iter.Seq2[PaymentIntent, error]
+	GetPaymentIntent(ctx context.Context, id string) (PaymentIntent, error)
+	SearchPaymentIntents(ctx context.Context, metadata map[string]string) iter.Seq2[PaymentIntent, error]
+	ListRefunds(ctx context.Context, p RefundListParams) iter.Seq2[Refund, error]
+	ListDisputes(ctx context.Context, p RefundListParams) iter.Seq2[Dispute, error]
 }
 
 var (
@@ -51,9 +55,47 @@ func (d *DryRun) GetCustomer(ctx context.Context, id string) (Customer, error) {
 // ListPaymentIntents reads through Reader.
 func (d *DryRun) ListPaymentIntents(ctx context.Context, p ListParams) iter.Seq2[PaymentIntent, error] {
 	if d.Reader == nil {
-		return func(yield func(PaymentIntent, error) bool) {
-			yield(PaymentIntent{}, fmt.Errorf("list payment intents: %w (no provider to read from)", ErrDryRun))
-		}
+		return refuseSeq[PaymentIntent]("list payment intents")
 	}
 	return d.Reader.ListPaymentIntents(ctx, p)
+}
+
+// GetPaymentIntent reads through Reader.
+func (d *DryRun) GetPaymentIntent(ctx context.Context, id string) (PaymentIntent, error) {
+	if d.Reader == nil {
+		return PaymentIntent{}, fmt.Errorf("get payment intent %s: %w (no provider to read from)", id, ErrDryRun)
+	}
+	return d.Reader.GetPaymentIntent(ctx, id)
+}
+
+// SearchPaymentIntents reads through Reader.
+func (d *DryRun) SearchPaymentIntents(ctx context.Context, metadata map[string]string) iter.Seq2[PaymentIntent, error] {
+	if d.Reader == nil {
+		return refuseSeq[PaymentIntent]("search payment intents")
+	}
+	return d.Reader.SearchPaymentIntents(ctx, metadata)
+}
+
+// ListRefunds reads through Reader.
+func (d *DryRun) ListRefunds(ctx context.Context, p RefundListParams) iter.Seq2[Refund, error] {
+	if d.Reader == nil {
+		return refuseSeq[Refund]("list refunds")
+	}
+	return d.Reader.ListRefunds(ctx, p)
+}
+
+// ListDisputes reads through Reader.
+func (d *DryRun) ListDisputes(ctx context.Context, p RefundListParams) iter.Seq2[Dispute, error] {
+	if d.Reader == nil {
+		return refuseSeq[Dispute]("list disputes")
+	}
+	return d.Reader.ListDisputes(ctx, p)
+}
+
+// refuseSeq is a listing a dry run without a reader cannot make: one ErrDryRun.
+func refuseSeq[T any](op string) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		var zero T
+		yield(zero, fmt.Errorf("%s: %w (no provider to read from)", op, ErrDryRun))
+	}
 }

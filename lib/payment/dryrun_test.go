@@ -16,9 +16,13 @@ import (
 // may call it. A method added to the client fails TestDryRunCoversClient until it is
 // classified here (and DryRun has it).
 var clientMethods = standintest.Methods{
-	"Charge":             standintest.Mutates,
-	"GetCustomer":        standintest.Reads,
-	"ListPaymentIntents": standintest.Reads,
+	"Charge":               standintest.Mutates,
+	"GetCustomer":          standintest.Reads,
+	"ListPaymentIntents":   standintest.Reads,
+	"GetPaymentIntent":     standintest.Reads,
+	"SearchPaymentIntents": standintest.Reads,
+	"ListRefunds":          standintest.Reads,
+	"ListDisputes":         standintest.Reads,
 }
 
 func TestDryRunCoversClient(t *testing.T) {
@@ -44,6 +48,32 @@ func (r *recordingReader) ListPaymentIntents(_ context.Context, p payment.ListPa
 	r.calls = append(r.calls, "ListPaymentIntents")
 	return func(yield func(payment.PaymentIntent, error) bool) {
 		yield(payment.PaymentIntent{ID: "pi_for_" + p.Customer}, r.err)
+	}
+}
+
+func (r *recordingReader) GetPaymentIntent(_ context.Context, id string) (payment.PaymentIntent, error) {
+	r.calls = append(r.calls, "GetPaymentIntent")
+	return payment.PaymentIntent{ID: id}, r.err
+}
+
+func (r *recordingReader) SearchPaymentIntents(_ context.Context, m map[string]string) iter.Seq2[payment.PaymentIntent, error] {
+	r.calls = append(r.calls, "SearchPaymentIntents")
+	return func(yield func(payment.PaymentIntent, error) bool) {
+		yield(payment.PaymentIntent{ID: "pi_for_" + m["invoice_id"]}, r.err)
+	}
+}
+
+func (r *recordingReader) ListRefunds(_ context.Context, p payment.RefundListParams) iter.Seq2[payment.Refund, error] {
+	r.calls = append(r.calls, "ListRefunds")
+	return func(yield func(payment.Refund, error) bool) {
+		yield(payment.Refund{ID: "re_for_" + p.PaymentIntent}, r.err)
+	}
+}
+
+func (r *recordingReader) ListDisputes(_ context.Context, p payment.RefundListParams) iter.Seq2[payment.Dispute, error] {
+	r.calls = append(r.calls, "ListDisputes")
+	return func(yield func(payment.Dispute, error) bool) {
+		yield(payment.Dispute{ID: "dp_for_" + p.PaymentIntent}, r.err)
 	}
 }
 
@@ -86,6 +116,15 @@ func TestDryRunReadsDelegate(t *testing.T) {
 	if n != 1 {
 		t.Errorf("ListPaymentIntents yielded %d times, want the reader's one", n)
 	}
+	if pi, err := d.GetPaymentIntent(ctx, "pi_1"); pi.ID != "pi_1" || !errors.Is(err, errReader) {
+		t.Errorf("GetPaymentIntent = %+v, %v", pi, err)
+	}
+	checkOne(t, "SearchPaymentIntents", d.SearchPaymentIntents(ctx, map[string]string{"invoice_id": "7"}),
+		func(pi payment.PaymentIntent) bool { return pi.ID == "pi_for_7" }, errReader)
+	checkOne(t, "ListRefunds", d.ListRefunds(ctx, payment.RefundListParams{PaymentIntent: "pi_2"}),
+		func(r payment.Refund) bool { return r.ID == "re_for_pi_2" }, errReader)
+	checkOne(t, "ListDisputes", d.ListDisputes(ctx, payment.RefundListParams{PaymentIntent: "pi_3"}),
+		func(r payment.Dispute) bool { return r.ID == "dp_for_pi_3" }, errReader)
 
 	slices.Sort(r.calls)
 	if want := standintest.ReadNames(clientMethods); !slices.Equal(r.calls, want) {
@@ -108,5 +147,29 @@ func TestDryRunWithoutReaderRefusesReads(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("ListPaymentIntents without reader yielded %d times, want once", n)
+	}
+	if _, err := d.GetPaymentIntent(ctx, "pi_1"); !errors.Is(err, payment.ErrDryRun) {
+		t.Errorf("GetPaymentIntent without reader: %v, want ErrDryRun", err)
+	}
+	checkOne(t, "SearchPaymentIntents", d.SearchPaymentIntents(ctx, map[string]string{"a": "b"}),
+		func(payment.PaymentIntent) bool { return true }, payment.ErrDryRun)
+	checkOne(t, "ListRefunds", d.ListRefunds(ctx, payment.RefundListParams{}),
+		func(payment.Refund) bool { return true }, payment.ErrDryRun)
+	checkOne(t, "ListDisputes", d.ListDisputes(ctx, payment.RefundListParams{}),
+		func(payment.Dispute) bool { return true }, payment.ErrDryRun)
+}
+
+// checkOne requires seq to yield exactly one item, accepted by ok, with wantErr.
+func checkOne[T any](t *testing.T, name string, seq iter.Seq2[T, error], ok func(T) bool, wantErr error) {
+	t.Helper()
+	n := 0
+	for v, err := range seq {
+		n++
+		if !ok(v) || !errors.Is(err, wantErr) {
+			t.Errorf("%s yielded %+v, %v; want %v", name, v, err, wantErr)
+		}
+	}
+	if n != 1 {
+		t.Errorf("%s yielded %d times, want once", name, n)
 	}
 }

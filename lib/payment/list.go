@@ -57,6 +57,14 @@ type PaymentIntent struct {
 	// Metadata holds what Charge was given (invoice_id, attempt).
 	Metadata map[string]string
 	Created  time.Time
+	// PaymentMethod and LatestCharge are the pm_... charged and its ch_..., so a
+	// payment recorded from Stripe's object says what was charged.
+	PaymentMethod string
+	LatestCharge  string
+	// ErrorCode and DeclineCode are last_payment_error's code and decline_code: why a
+	// PaymentIntent is back in requires_payment_method.
+	ErrorCode   string
+	DeclineCode string
 }
 
 // ListPaymentIntents streams PaymentIntents, newest first, fetching pages of 100 with
@@ -70,16 +78,7 @@ func (c *Client) ListPaymentIntents(ctx context.Context, p ListParams) iter.Seq2
 		if p.Customer != "" {
 			params.Customer = stripe.String(p.Customer)
 		}
-		if !p.CreatedFrom.IsZero() || !p.CreatedTo.IsZero() {
-			r := &stripe.RangeQueryParams{}
-			if !p.CreatedFrom.IsZero() {
-				r.GreaterThanOrEqual = ceilUnix(p.CreatedFrom)
-			}
-			if !p.CreatedTo.IsZero() {
-				r.LesserThan = ceilUnix(p.CreatedTo)
-			}
-			params.CreatedRange = r
-		}
+		params.CreatedRange = createdRange(p.CreatedFrom, p.CreatedTo)
 		for pi, err := range c.stripe.V1PaymentIntents.List(ctx, params) {
 			if err != nil {
 				yield(PaymentIntent{}, c.wrapError("list payment intents", err))
@@ -90,6 +89,22 @@ func (c *Client) ListPaymentIntents(ctx context.Context, p ListParams) iter.Seq2
 			}
 		}
 	}
+}
+
+// createdRange is Stripe's created[gte]/created[lt] for [from, to); nil when both are
+// zero (unbounded).
+func createdRange(from, to time.Time) *stripe.RangeQueryParams {
+	if from.IsZero() && to.IsZero() {
+		return nil
+	}
+	r := &stripe.RangeQueryParams{}
+	if !from.IsZero() {
+		r.GreaterThanOrEqual = ceilUnix(from)
+	}
+	if !to.IsZero() {
+		r.LesserThan = ceilUnix(to)
+	}
+	return r
 }
 
 // ceilUnix rounds up to Stripe's whole seconds: an intent created at second s is at
@@ -114,6 +129,15 @@ func summarize(pi *stripe.PaymentIntent) PaymentIntent {
 	}
 	if pi.Customer != nil {
 		out.Customer = pi.Customer.ID
+	}
+	if pi.PaymentMethod != nil {
+		out.PaymentMethod = pi.PaymentMethod.ID
+	}
+	if pi.LatestCharge != nil {
+		out.LatestCharge = pi.LatestCharge.ID
+	}
+	if e := pi.LastPaymentError; e != nil {
+		out.ErrorCode, out.DeclineCode = string(e.Code), string(e.DeclineCode)
 	}
 	return out
 }

@@ -73,6 +73,68 @@ func TestAgainstStripeMock(t *testing.T) {
 		}
 	})
 
+	// Reconciliation's reads: one PaymentIntent, a search on cronkit's metadata, and
+	// refunds and disputes in a window with their PaymentIntents expanded.
+	t.Run("get payment intent", func(t *testing.T) {
+		pi, err := c.GetPaymentIntent(ctx, "pi_123")
+		if err != nil || !strings.HasPrefix(pi.ID, "pi_") {
+			t.Fatalf("GetPaymentIntent = %+v, %v", pi, err)
+		}
+	})
+
+	t.Run("search payment intents", func(t *testing.T) {
+		n := 0
+		for pi, err := range c.SearchPaymentIntents(ctx, map[string]string{"invoice_id": "42", "attempt": "1"}) {
+			if err != nil {
+				t.Fatalf("stripe-mock rejected our search: %v", err)
+			}
+			if !strings.HasPrefix(pi.ID, "pi_") {
+				t.Errorf("item = %+v", pi)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Error("no PaymentIntent found")
+		}
+	})
+
+	window := RefundListParams{CreatedFrom: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), CreatedTo: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
+	t.Run("list refunds", func(t *testing.T) {
+		n := 0
+		for _, p := range []RefundListParams{window, {PaymentIntent: "pi_123"}} {
+			for r, err := range c.ListRefunds(ctx, p) {
+				if err != nil {
+					t.Fatalf("stripe-mock rejected our refund list %+v: %v", p, err)
+				}
+				if !strings.HasPrefix(r.ID, "re_") || r.PaymentIntent == "" {
+					t.Errorf("item = %+v", r)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			t.Error("no refund listed")
+		}
+	})
+
+	t.Run("list disputes", func(t *testing.T) {
+		n := 0
+		for _, p := range []RefundListParams{window, {PaymentIntent: "pi_123"}} {
+			for d, err := range c.ListDisputes(ctx, p) {
+				if err != nil {
+					t.Fatalf("stripe-mock rejected our dispute list %+v: %v", p, err)
+				}
+				if !strings.HasPrefix(d.ID, "dp_") && !strings.HasPrefix(d.ID, "du_") {
+					t.Errorf("item = %+v", d)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			t.Error("no dispute listed")
+		}
+	})
+
 	// Proof that stripe-mock validates at all, so the passes above mean something.
 	t.Run("invalid parameters are rejected", func(t *testing.T) {
 		p := &stripe.PaymentIntentCreateParams{Amount: stripe.Int64(100), Currency: stripe.String("usd")}

@@ -12,6 +12,8 @@ type testCard struct {
 	brand, last4, funding string
 	// code, declineCode and message are the card_error it raises; code "" succeeds.
 	code, declineCode, message string
+	// dispute: the charge succeeds and the cardholder's bank disputes it at once.
+	dispute bool
 }
 
 // lookupTestCard knows Stripe's test PaymentMethod IDs (https://docs.stripe.com/testing).
@@ -26,6 +28,8 @@ func lookupTestCard(id string) (testCard, bool) {
 		return testCard{brand: "mastercard", last4: "4444", funding: "credit"}, true
 	case "pm_card_amex":
 		return testCard{brand: "amex", last4: "8431", funding: "credit"}, true
+	case "pm_card_createDispute":
+		return testCard{brand: "visa", last4: "0259", funding: "credit", dispute: true}, true
 	case "pm_card_chargeDeclined":
 		return testCard{brand: "visa", last4: "0002", funding: "credit",
 			code: "card_declined", declineCode: "generic_decline", message: declined}, true

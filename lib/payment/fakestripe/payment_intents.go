@@ -6,11 +6,17 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 )
 
 type paymentIntent struct {
 	seq uint64
 	obj paymentIntentJSON
+	// refunded is what refunds took back from amount_received so far.
+	refunded int64
+	// changed is when the object last changed, on the fake's clock (unix nanoseconds):
+	// search does not see it before changed + SearchLag.
+	changed int64
 }
 
 func (p *paymentIntent) sortKey() sortKey { return sortKey{created: p.obj.Created, seq: p.seq} }
@@ -18,6 +24,12 @@ func (p *paymentIntent) sortKey() sortKey { return sortKey{created: p.obj.Create
 // render copies the object so that it can be marshalled outside the lock.
 func (p *paymentIntent) render() paymentIntentJSON {
 	o := p.obj
+	if o.AmountDetails == nil { // seeded objects keep only what differs
+		o.AmountDetails = map[string]any{"tip": map[string]any{}}
+	}
+	if o.PaymentMethodOptions == nil {
+		o.PaymentMethodOptions = defaultCardOptions()
+	}
 	o.Metadata = maps.Clone(p.obj.Metadata)
 	o.PaymentMethodTypes = slices.Clone(p.obj.PaymentMethodTypes)
 	if p.obj.LastPaymentError != nil {
@@ -189,7 +201,7 @@ func (s *Server) createPaymentIntent(r *request) response {
 		Description:          optString(lastOr(f, "description")),
 		Metadata:             formMap(f, "metadata"),
 		PaymentMethod:        optString(pmID),
-		PaymentMethodOptions: map[string]any{"card": map[string]any{"installments": nil, "mandate_options": nil, "network": nil, "request_three_d_secure": "automatic"}},
+		PaymentMethodOptions: defaultCardOptions(),
 		PaymentMethodTypes:   []string{"card"},
 		ReceiptEmail:         optString(lastOr(f, "receipt_email")),
 		Status:               "requires_payment_method",
@@ -207,7 +219,9 @@ func (s *Server) createPaymentIntent(r *request) response {
 	if v, ok := lastValue(f, "capture_method"); ok {
 		pi.obj.CaptureMethod = v
 	}
+	pi.changed = s.now().UnixNano()
 	s.intents[pi.obj.ID] = pi
+	s.intentLine.add(pi)
 	s.created++
 	if pmID != "" && !confirm {
 		pi.obj.Status = "requires_confirmation"
@@ -227,6 +241,9 @@ func (s *Server) createPaymentIntent(r *request) response {
 		counts.succeeded++
 		pi.obj.Status = "succeeded"
 		pi.obj.AmountReceived = amount
+		if card.dispute {
+			s.addDisputeLocked(pi, Dispute{Reason: "fraudulent", Status: "needs_response", Created: time.Unix(created, 0)})
+		}
 		return jsonResponse(http.StatusOK, pi.render(), true)
 	}
 	counts.failed++
@@ -244,6 +261,10 @@ func (s *Server) createPaymentIntent(r *request) response {
 	embedded := pi.render()
 	cardErr.PaymentIntent = &embedded
 	return errorResponse(http.StatusPaymentRequired, cardErr, true)
+}
+
+func defaultCardOptions() map[string]any {
+	return map[string]any{"card": map[string]any{"installments": nil, "mandate_options": nil, "network": nil, "request_three_d_secure": "automatic"}}
 }
 
 func lastOr(f map[string][]string, key string) string {
@@ -280,18 +301,10 @@ func (s *Server) listPaymentIntents(r *request) response {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var items []*paymentIntent
-	for _, pi := range s.intents {
-		if !q.created.match(pi.obj.Created) {
-			continue
-		}
-		if hasCustomer && (pi.obj.Customer == nil || *pi.obj.Customer != customerID) {
-			continue
-		}
-		items = append(items, pi)
+	keep := func(pi *paymentIntent) bool {
+		return !hasCustomer || (pi.obj.Customer != nil && *pi.obj.Customer == customerID)
 	}
-	slices.SortFunc(items, func(a, b *paymentIntent) int { return newestFirst(a.sortKey(), b.sortKey()) })
-	page, more, badPage := paginate(items, (*paymentIntent).sortKey, q, func(id string) (sortKey, bool) {
+	page, more, badPage := s.intentLine.page(q, keep, func(id string) (sortKey, bool) {
 		pi := s.intents[id]
 		if pi == nil {
 			return sortKey{}, false

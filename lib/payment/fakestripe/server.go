@@ -9,8 +9,14 @@
 // payment integration has to survive: 5xx/429 answers, lost responses and requests
 // still in flight.
 //
-// Not covered: anything beyond customers and PaymentIntents, expand[] (accepted and
-// ignored), 3-D Secure, captures and refunds.
+// It also keeps refunds (created through the API or seeded) and disputes (raised by
+// Stripe's pm_card_createDispute test card or seeded, settled by submitting Stripe's
+// winning_evidence or losing_evidence), lists everything newest first with created
+// filters and starting_after, searches PaymentIntents by metadata, status and
+// customer, and expands a refund's or dispute's payment_intent.
+//
+// Not covered: other objects, other expansions (accepted and ignored), 3-D Secure,
+// captures.
 package fakestripe
 
 import (
@@ -36,20 +42,29 @@ type Server struct {
 	// Now is the fake's clock: it stamps created times and ages idempotency keys, so a
 	// test can jump 24 hours ahead. Nil means time.Now. Set it before serving requests.
 	Now func() time.Time
+	// SearchLag is how long a new or changed PaymentIntent stays invisible to search,
+	// as Stripe's search index lags its writes (about a minute, an hour in an
+	// outage); zero finds everything at once. Set it before serving requests.
+	SearchLag time.Duration
 
-	mu        sync.Mutex
-	keys      map[string]bool
-	customers map[string]*customer
-	intents   map[string]*paymentIntent
-	idem      map[idemScope]*idemEntry
-	seq       uint64
-	faults    []int // statuses to answer, in order, without doing anything
-	drops     int   // responses to process and then lose
-	pauses    []*pause
-	charges   map[string]*chargeCount // per customer ID
-	created   int                     // PaymentIntents created
-	closing   chan struct{}
-	closeOnce sync.Once
+	mu          sync.Mutex
+	keys        map[string]bool
+	customers   map[string]*customer
+	intents     map[string]*paymentIntent
+	intentLine  timeline[*paymentIntent]
+	refunds     map[string]*refund
+	refundLine  timeline[*refund]
+	disputes    map[string]*dispute
+	disputeLine timeline[*dispute]
+	idem        map[idemScope]*idemEntry
+	seq         uint64
+	faults      []int // statuses to answer, in order, without doing anything
+	drops       int   // responses to process and then lose
+	pauses      []*pause
+	charges     map[string]*chargeCount // per customer ID
+	created     int                     // PaymentIntents created
+	closing     chan struct{}
+	closeOnce   sync.Once
 }
 
 // New returns an empty fake that accepts only secretKey as its API key.
@@ -58,6 +73,8 @@ func New(secretKey string) *Server {
 		keys:      map[string]bool{secretKey: true},
 		customers: map[string]*customer{},
 		intents:   map[string]*paymentIntent{},
+		refunds:   map[string]*refund{},
+		disputes:  map[string]*dispute{},
 		idem:      map[idemScope]*idemEntry{},
 		charges:   map[string]*chargeCount{},
 		closing:   make(chan struct{}),
@@ -91,7 +108,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/customers/{id}", s.api(s.updateCustomer))
 	mux.HandleFunc("POST /v1/payment_intents", s.api(s.createPaymentIntent))
 	mux.HandleFunc("GET /v1/payment_intents", s.api(s.listPaymentIntents))
+	mux.HandleFunc("GET /v1/payment_intents/search", s.api(s.searchPaymentIntents))
 	mux.HandleFunc("GET /v1/payment_intents/{id}", s.api(s.getPaymentIntent))
+	mux.HandleFunc("POST /v1/refunds", s.api(s.createRefund))
+	mux.HandleFunc("GET /v1/refunds", s.api(s.listRefunds))
+	mux.HandleFunc("GET /v1/refunds/{id}", s.api(s.getRefund))
+	mux.HandleFunc("GET /v1/disputes", s.api(s.listDisputes))
+	mux.HandleFunc("GET /v1/disputes/{id}", s.api(s.getDispute))
+	mux.HandleFunc("POST /v1/disputes/{id}", s.api(s.updateDispute))
 	mux.HandleFunc("/", s.api(func(r *request) response {
 		return errorResponse(http.StatusNotFound, apiError{
 			Type: "invalid_request_error",

@@ -127,3 +127,17 @@ func TestClockRule(t *testing.T) {
 		}
 	}
 }
+
+// Plain `jobs reconcile` runs both checks, so it needs CloudStack as well as Stripe,
+// and says which setting is missing.
+func TestReconcileRunsTheUsageCheckToo(t *testing.T) {
+	db := mysqltest.New(t)
+	env := map[string]string{"CRONKIT_DB_DSN": db.DSN, "CRONKIT_STRIPE_KEY": testStripeKey}
+	code, out, errOut := jobs(t, env, "reconcile")
+	if code != 2 || out != "" || !strings.Contains(errOut, "the usage check reads CloudStack: no orchestrator: set --cloudstack-url") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, errOut := jobs(t, env, "reconcile", "usage", "--dry-run"); code != 2 || !strings.Contains(errOut, "--cloudstack-url") {
+		t.Fatalf("usage without CloudStack: %d %q", code, errOut)
+	}
+}

@@ -22,6 +22,13 @@ import (
 // here (with the flag groups it needs) and nowhere else.
 func reconcileChecks(f *reconcileFlags) []reconcileCheck {
 	return []reconcileCheck{
+		{name: "usage", build: func(dryRun bool) (reconcile.Check, error) {
+			orch, err := f.cs.client(dryRun)
+			if err != nil {
+				return nil, fmt.Errorf("the usage check reads CloudStack: %w", err)
+			}
+			return (&reconcile.UsageCheck{Orchestrator: orch}).AsCheck(), nil
+		}},
 		{name: "payments", build: func(dryRun bool) (reconcile.Check, error) {
 			s, err := f.stripe.reader(dryRun)
 			if err != nil {
@@ -59,6 +66,7 @@ func reconcileCommand() *command {
 			var clock clockFlags
 			clock.register(fs)
 			f.stripe.register(fs)
+			f.cs.register(fs)
 			f.register(fs)
 			return func(ctx context.Context, verb string, args []string) error {
 				switch verb {
@@ -112,6 +120,7 @@ func reconcileCommand() *command {
 // reconcileFlags are reconcile's own flags, as given.
 type reconcileFlags struct {
 	stripe   stripeFlags
+	cs       cloudstackFlags
 	from, to string
 	grace    time.Duration
 	fix      bool

@@ -199,7 +199,7 @@ func TestReconcileUsageErrorsExit2AndWriteNothing(t *testing.T) {
 	}
 	// The payments check reads Stripe, so even its dry run needs the key.
 	noKey := map[string]string{"CRONKIT_DB_DSN": db.DSN}
-	for _, args := range [][]string{{"reconcile"}, {"reconcile", "payments", "--dry-run"}} {
+	for _, args := range [][]string{{"reconcile", "payments"}, {"reconcile", "payments", "--dry-run"}} {
 		if code, _, errOut := jobs(t, noKey, args...); code != 2 || !strings.Contains(errOut, "--stripe-key") {
 			t.Errorf("%v without a key: %d %q", args, code, errOut)
 		}
@@ -219,7 +219,7 @@ func TestReconcileEndToEnd(t *testing.T) {
 
 	ro := w.env()
 	ro["CRONKIT_DB_DSN"] = w.db.SelectOnlyUser(t)
-	code, out, errOut := jobs(t, ro, "reconcile", "--dry-run", "--fix", "--output", "json")
+	code, out, errOut := jobs(t, ro, "reconcile", "payments", "--dry-run", "--fix", "--output", "json")
 	if code != 3 {
 		t.Fatalf("dry run: %d\n%s\n%s", code, out, errOut)
 	}
@@ -247,7 +247,7 @@ func TestReconcileEndToEnd(t *testing.T) {
 		}
 	}
 
-	code, out, errOut = jobs(t, env, "reconcile", "--output", "json")
+	code, out, errOut = jobs(t, env, "reconcile", "payments", "--output", "json")
 	if code != 3 {
 		t.Fatalf("run: %d\n%s\n%s", code, out, errOut)
 	}
@@ -287,14 +287,14 @@ func TestReconcileEndToEnd(t *testing.T) {
 		t.Errorf("findings text: %d\n%s", code, out)
 	}
 
-	code, out, errOut = jobs(t, env, "reconcile", "--fix")
+	code, out, errOut = jobs(t, env, "reconcile", "payments", "--fix")
 	if code != 3 || strings.Count(out, "\nfix ") != 8 {
 		t.Fatalf("--fix: %d\n%s\n%s", code, out, errOut)
 	}
 	// What stays open is for a person: the declined payment recorded as paid, the
 	// stray PaymentIntent and the EUR drift it makes. The next run sees the repaired
 	// books: the USD drift (the refunds) resolves, the EUR one stays.
-	if code, _, _ := jobs(t, env, "reconcile"); code != 3 {
+	if code, _, _ := jobs(t, env, "reconcile", "payments"); code != 3 {
 		t.Fatalf("after --fix: %d", code)
 	}
 	code, out, _ = jobs(t, env, "reconcile", "findings", "--state", "open", "--output", "json")
@@ -319,7 +319,7 @@ func TestReconcileEndToEnd(t *testing.T) {
 		!strings.Contains(errOut, "is not open") {
 		t.Errorf("a second ack: %d %s", code, errOut)
 	}
-	code, out, errOut = jobs(t, env, "reconcile")
+	code, out, errOut = jobs(t, env, "reconcile", "payments")
 	if code != 0 {
 		t.Fatalf("after the repairs and acks: %d\n%s\n%s", code, out, errOut)
 	}
@@ -340,7 +340,7 @@ func TestReconcileFixSIGKILLMatchesOneCleanRun(t *testing.T) {
 	const n, latency = 12, 15 * time.Millisecond
 	seeds := 10
 	runFix := func(env map[string]string) (int, string) {
-		cmd := exec.Command(bin, "reconcile", "--fix")
+		cmd := exec.Command(bin, "reconcile", "payments", "--fix")
 		cmd.Env = append(envList(env), "CRONKIT_LOCK_WAIT=20s")
 		out, _ := cmd.CombinedOutput()
 		return cmd.ProcessState.ExitCode(), string(out)
@@ -368,7 +368,7 @@ func TestReconcileFixSIGKILLMatchesOneCleanRun(t *testing.T) {
 			w := newReconcileWorld(t, n, latency)
 			rng := rand.New(rand.NewPCG(uint64(i+1), 0x5eed))
 			delay := time.Duration((float64(i) + rng.Float64()) / float64(seeds) * float64(cleanDur))
-			cmd := exec.Command(bin, "reconcile", "--fix")
+			cmd := exec.Command(bin, "reconcile", "payments", "--fix")
 			cmd.Env = envList(w.env())
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

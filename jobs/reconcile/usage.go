@@ -190,3 +190,35 @@ func (u *UsageCheck) newRun(from, to time.Time, emit func(Finding) error) (*usag
 		owners:    map[string]int64{},
 	}, nil
 }
+
+// UsageClasses are the classes the usage check judges: a run resolves the open ones of
+// its window that it did not find again.
+func UsageClasses() []string {
+	return []string{ClassRunningNotMetered, ClassMeteredNotFound, ClassMeteredAfterRemoval,
+		ClassHoursExceedWindow, ClassAccountMismatch, ClassSuspendedButRunning}
+}
+
+// AsCheck plugs the usage check into a reconcile run: it judges the run's window on
+// the run's database and clock, and counts what it read in the report.
+func (u *UsageCheck) AsCheck() Check {
+	return FindingsCheck{CheckName: "usage", Classes: UsageClasses(),
+		Find: func(ctx context.Context, env *CheckEnv, emit func(Finding) error) error {
+			c := *u
+			c.DB = env.DB
+			if c.Now == nil {
+				now := env.Now
+				c.Now = func() time.Time { return now }
+			}
+			if c.TempDir == "" {
+				c.TempDir = env.TempDir
+			}
+			st, err := c.Run(ctx, env.Window.From, env.Window.To, emit)
+			for name, n := range map[string]int64{
+				"usage_accounts": st.Accounts, "usage_vms": st.VMs, "usage_volumes": st.Volumes, "usage_ips": st.IPs,
+				"usage_events": st.Events, "usage_metering_rows": st.MeteringRows, "usage_resources": st.Resources,
+			} {
+				env.Report.Count(name, n)
+			}
+			return err
+		}}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cronkit/cronkit/jobs/abuse"
+	"github.com/cronkit/cronkit/lib/mail"
 	"github.com/cronkit/cronkit/lib/run"
 )
 
@@ -60,9 +61,13 @@ func abuseCommand() *command {
 					return err
 				}
 				cfg.MailFrom = from
+				tmpl, err := f.loadTemplates()
+				if err != nil {
+					return err
+				}
 				return k.runJob(ctx, func(ctx context.Context, db *sql.DB) (*run.Report, error) {
 					j := &abuse.Job{DB: db, Orchestrator: orch, Outbox: mf.outbox(db, now, k.run.dryRun, "abuse:"), Sender: sender,
-						Policy: policy, Disposable: list, Config: cfg, Now: now}
+						Policy: policy, Disposable: list, Config: cfg, Now: now, Templates: tmpl}
 					return j.Run(ctx)
 				})
 			}
@@ -91,6 +96,7 @@ func abuseCommand() *command {
 type abuseFlags struct {
 	policy      string
 	disposable  string
+	templates   string
 	concurrency int
 	rate        float64
 	expunge     bool
@@ -103,12 +109,26 @@ func (f *abuseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.policy, "policy", "", "policy file (TOML), layered on the shipped defaults")
 	fs.StringVar(&f.disposable, "disposable-domains", "", "disposable email domain list, one domain a line (default: the built-in snapshot of "+
 		abuse.DisposableDomainsSnapshot+"; for a fresher one download "+abuse.DisposableDomainsSource+" and name it here)")
+	fs.StringVar(&f.templates, "templates", "", "directory of notice templates laid over the embedded ones (NAME.subject.tmpl, NAME.txt.tmpl, NAME.html.tmpl)")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "orchestrator calls in flight at most")
 	fs.Float64Var(&f.rate, "rate", 10, "orchestrator calls per second at most (0: no limit)")
 	fs.BoolVar(&f.expunge, "expunge", false, "terminations expunge VMs at once instead of leaving them to CloudStack's expunge delay")
 	fs.StringVar(&f.reason, "reason", "", "why (clear, approve, confirm, exclude): kept in the audit trail")
 	fs.StringVar(&f.format, "format", "mermaid", "graph format: mermaid or dot")
 	fs.StringVar(&f.machine, "machine", "", "graph one machine: dunning or free_credit (default both)")
+}
+
+// loadTemplates lays --templates over the embedded notices; a template that does not
+// parse is a usage error naming the file.
+func (f *abuseFlags) loadTemplates() (*mail.Templates, error) {
+	if f.templates == "" {
+		return nil, nil
+	}
+	t, err := mail.NewTemplates(abuse.TemplateFiles(), mail.TemplateDir(f.templates))
+	if err != nil {
+		return nil, run.Usagef("--templates: %v", err)
+	}
+	return t, nil
 }
 
 // loadPolicy reads --policy, layered on the shipped defaults.
@@ -214,13 +234,18 @@ func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFla
 	if err != nil {
 		return err
 	}
+	tmpl, err := f.loadTemplates()
+	if err != nil {
+		return err
+	}
 	db, err := k.db.open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	id, _ := strconv.ParseInt(arg, 10, 64) // checked by checkArgs
-	j := &abuse.Job{DB: db, Outbox: mf.outbox(db, now, false, "abuse:"), Policy: p, Now: now, Config: abuse.Config{MailFrom: from}}
+	j := &abuse.Job{DB: db, Outbox: mf.outbox(db, now, false, "abuse:"), Policy: p, Now: now, Templates: tmpl,
+		Config: abuse.Config{MailFrom: from}}
 	res, err := j.Operate(ctx, op, id, actor, f.reason)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,34 @@ func TestReconcileRunsTheUsageCheckToo(t *testing.T) {
 	}
 	if code, _, errOut := jobs(t, env, "reconcile", "usage", "--dry-run"); code != 2 || !strings.Contains(errOut, "--cloudstack-url") {
 		t.Fatalf("usage without CloudStack: %d %q", code, errOut)
+	}
+}
+
+// A provider rebrands abuse's notices without a rebuild: --templates lays a directory
+// over the embedded templates, file by file; a template that does not parse is a
+// configuration error naming the file.
+func TestAbuseTemplatesOverride(t *testing.T) {
+	w := newAbuseWorld(t)
+	env := w.env(w.db.DSN)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "reminder.subject.tmpl"), []byte("Example Cloud: invoice {{.OldestInvoice}} is waiting"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "warning.txt.tmpl"), []byte("{{.Broken"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := jobs(t, env, "abuse", "--templates", bad, "--now", abuseNow(3)); code != 2 || !strings.Contains(errOut, "warning.txt.tmpl") {
+		t.Fatalf("bad template: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := jobs(t, env, "abuse", "--templates", dir, "--now", abuseNow(3)); code != 0 && code != 3 {
+		t.Fatalf("run: exit %d %s", code, errOut)
+	}
+	subjects := map[string]bool{}
+	for _, m := range w.sink.Messages() {
+		subjects[m.Header.Get("Subject")] = true
+	}
+	if !subjects["Example Cloud: invoice 1001 is waiting"] {
+		t.Fatalf("the rebranded reminder did not arrive: %v", subjects)
 	}
 }

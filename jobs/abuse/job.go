@@ -100,6 +100,8 @@ type Job struct {
 	Config     Config
 	// Now is the clock (--now sets it to a fixed instant); nil means time.Now.
 	Now func() time.Time
+	// Templates are the notices' templates; nil means the embedded ones.
+	Templates *mail.Templates
 }
 
 func (j *Job) now() time.Time {
@@ -123,13 +125,28 @@ const (
 	noticeTrialLifted     = "trial_lifted"
 )
 
-// Templates returns the notice templates embedded in the binary.
-func Templates() (*mail.Templates, error) {
+// TemplateFiles are the notice templates embedded in the binary, for a provider's
+// --templates directory to be laid over.
+func TemplateFiles() fs.FS {
 	sub, err := fs.Sub(templateFiles, "templates")
 	if err != nil {
-		return nil, err
+		panic(err) // the embed pattern guarantees the directory
 	}
-	return mail.NewTemplates(sub)
+	return sub
+}
+
+// Templates returns the notice templates embedded in the binary.
+func Templates() (*mail.Templates, error) {
+	return mail.NewTemplates(TemplateFiles())
+}
+
+// templates are the job's notice templates: Job.Templates (a rebranded set), or the
+// embedded ones.
+func (j *Job) templates() (*mail.Templates, error) {
+	if j.Templates != nil {
+		return j.Templates, nil
+	}
+	return Templates()
 }
 
 // check validates what a run (forRun) or an operator command needs; its errors are
@@ -249,7 +266,7 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	if err := j.check(true); err != nil {
 		return rep, err
 	}
-	tmpl, err := Templates()
+	tmpl, err := j.templates()
 	if err != nil {
 		return rep, err
 	}

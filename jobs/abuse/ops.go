@@ -68,7 +68,7 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 	if err := j.check(false); err != nil {
 		return nil, err
 	}
-	tmpl, err := Templates()
+	tmpl, err := j.templates()
 	if err != nil {
 		return nil, err
 	}

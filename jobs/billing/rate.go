@@ -261,25 +261,39 @@ const rateChunkRows = 100_000
 
 // chunkEnd is the end (exclusive) of the hours rated together from first: the hour
 // of the usage row that comes chunk-size rows after first's, read from usage_hour
-// alone, or before when fewer rows are left.
+// alone, or before when fewer rows are left; and no later than the next price
+// boundary, so that one price list holds for every hour of the chunk.
 func (r *rater) chunkEnd(ctx context.Context, first, before time.Time) (time.Time, error) {
 	n := r.j.rateChunkRows
 	if n <= 0 {
 		n = rateChunkRows
 	}
+	end := before
 	var h time.Time
 	err := r.j.DB.QueryRowContext(ctx, `SELECT hour FROM usage_records WHERE hour >= ? AND hour < ?
 ORDER BY hour LIMIT 1 OFFSET ?`, first, before, n).Scan(&h)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return before, nil
 	case err != nil:
 		return time.Time{}, fmt.Errorf("size the rating of %s: %w", fmtHour(first), err)
+	case floorHour(h).After(first):
+		end = floorHour(h)
+	default:
+		end = first.Add(time.Hour)
 	}
-	if end := floorHour(h); end.After(first) {
-		return end, nil
+	var boundary sql.NullTime
+	if err := r.j.DB.QueryRowContext(ctx, nextPriceBoundarySQL, first, first).Scan(&boundary); err != nil {
+		return time.Time{}, fmt.Errorf("size the rating of %s: %w", fmtHour(first), err)
 	}
-	return first.Add(time.Hour), nil
+	if boundary.Valid {
+		// The first hour at or after the boundary is priced by the new list.
+		b := floorHour(boundary.Time)
+		if b.Before(boundary.Time) {
+			b = b.Add(time.Hour)
+		}
+		end = minTime(end, b)
+	}
+	return end, nil
 }
 
 // rateHours writes the charges of the hours [from, to) and moves the watermark to
@@ -288,7 +302,7 @@ ORDER BY hour LIMIT 1 OFFSET ?`, first, before, n).Scan(&h)
 func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) ([]hourStats, error) {
 	var stats []hourStats
 	err := mysql.InTx(ctx, j.DB, nil, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, insertHoursSQL(), now, from, to); err != nil {
+		if _, err := tx.ExecContext(ctx, insertHoursSQL(), append([]any{now}, ratingArgs(from, from, to)...)...); err != nil {
 			return fmt.Errorf("insert charges: %w", err)
 		}
 		var err error
@@ -317,11 +331,11 @@ func hourSpan(from, to time.Time) string {
 
 // planHours computes what rateHours would write, with SELECTs only.
 func (r *rater) planHours(ctx context.Context, from, to time.Time) ([]hourStats, error) {
-	stats, err := readHourStats(ctx, r.j.DB, planHourStatsSQL(), from, to)
+	stats, err := readHourStats(ctx, r.j.DB, planHourStatsSQL(), ratingArgs(from, from, to)...)
 	if err != nil {
 		return stats, fmt.Errorf("plan %s: %w", hourSpan(from, to), err)
 	}
-	rows, err := r.j.DB.QueryContext(ctx, planHourProblemsSQL(), from, to)
+	rows, err := r.j.DB.QueryContext(ctx, planHourProblemsSQL(), ratingArgs(from, from, to)...)
 	if err != nil {
 		return stats, fmt.Errorf("plan %s: %w", hourSpan(from, to), err)
 	}
@@ -446,9 +460,9 @@ func readHourStats(ctx context.Context, q queryer, query string, args ...any) ([
 }
 
 // lateScan re-rates the keys of already-rated hours whose usage was recorded (or
-// corrected) since the scan's mark, all in one set-based pass however many hours
-// they fall in. It recomputes each key's total from usage_records, so a scan that
-// overlaps the previous one changes nothing; the mark only decides how much is read.
+// corrected) since the scan's mark. It recomputes each key's total from
+// usage_records, so a scan that overlaps the previous one changes nothing; the mark
+// only decides how much is read.
 func (r *rater) lateScan(ctx context.Context) error {
 	var mark time.Time
 	if r.plan == nil {
@@ -462,8 +476,19 @@ func (r *rater) lateScan(ctx context.Context) error {
 		if r.st.lateScanFrom.Valid {
 			since = r.st.lateScanFrom.Time
 		}
-		if err := r.recompute(ctx, aggLate, []any{since, r.st.watermark.Time}, "late usage"); err != nil {
+		hours, err := queryHours(ctx, r.j.DB, `SELECT DISTINCT hour FROM usage_records
+WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`, since, r.st.watermark.Time)
+		if err != nil {
 			return fmt.Errorf("late usage scan: %w", err)
+		}
+		for i, h := range hours {
+			if ctx.Err() != nil {
+				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(h), cause(ctx))
+			}
+			if err := r.recompute(ctx, h, aggLate(), []any{h, since}, "late usage"); err != nil {
+				return fmt.Errorf("late usage scan of %s: %w", fmtHour(h), err)
+			}
+			run.ProgressFrom(ctx).Step("late usage hours", int64(i+1), int64(len(hours)))
 		}
 	}
 	if r.plan != nil {
@@ -610,8 +635,17 @@ func minTime(a, b time.Time) time.Time {
 // retryUnrated re-evaluates every unrated charge: a price, an account or a corrected
 // quantity may have arrived since.
 func (r *rater) retryUnrated(ctx context.Context) error {
-	if err := r.recompute(ctx, aggUnrated, nil, "was unrated"); err != nil {
+	hours, err := queryHours(ctx, r.j.DB, `SELECT DISTINCT hour FROM charges WHERE status = 'unrated' ORDER BY hour`)
+	if err != nil {
 		return fmt.Errorf("retry unrated charges: %w", err)
+	}
+	for _, h := range hours {
+		if ctx.Err() != nil {
+			return fmt.Errorf("retry of unrated charges stopped before %s: %w", fmtHour(h), cause(ctx))
+		}
+		if err := r.recompute(ctx, h, aggUnrated(), []any{h}, "was unrated"); err != nil {
+			return fmt.Errorf("retry unrated charges of %s: %w", fmtHour(h), err)
+		}
 	}
 	return nil
 }
@@ -646,7 +680,7 @@ ORDER BY hour`, acct, wm, acct, wm)
 		if ctx.Err() != nil {
 			return fmt.Errorf("recompute of account %d stopped before %s: %w", acct, fmtHour(h), cause(ctx))
 		}
-		if err := r.recompute(ctx, aggHourAccount, []any{h, acct}, "recomputed"); err != nil {
+		if err := r.recompute(ctx, h, aggHourAccount(), []any{h, acct}, "recomputed"); err != nil {
 			return fmt.Errorf("recompute account %d at %s: %w", acct, fmtHour(h), err)
 		}
 		run.ProgressFrom(ctx).Step("recomputing hours", int64(i+1), int64(len(hours)))
@@ -671,13 +705,14 @@ func queryHours(ctx context.Context, q queryer, query string, args ...any) ([]ti
 	return hours, rows.Err()
 }
 
-// recompute re-rates the keys that agg selects, in whatever hours: it lists those
-// whose stored charge differs, reports each, and (unless dry run) writes them in the
-// same transaction, except into months already invoiced for the account, which it
+// recompute re-rates the keys of hour h that agg selects: it lists those whose
+// stored charge differs, reports each, and (unless dry run) writes them in the same
+// transaction, except into months already invoiced for the account, which it
 // reports as late_usage_after_close instead.
-func (r *rater) recompute(ctx context.Context, agg string, aggArgs []any, reason string) error {
+func (r *rater) recompute(ctx context.Context, h time.Time, agg usageAgg, aggArgs []any, reason string) error {
+	args := ratingArgs(h, aggArgs...)
 	work := func(q queryer) (int, error) {
-		rows, err := q.QueryContext(ctx, compareSQL(agg), aggArgs...)
+		rows, err := q.QueryContext(ctx, compareSQL(agg), args...)
 		if err != nil {
 			return 0, err
 		}
@@ -689,7 +724,6 @@ func (r *rater) recompute(ctx context.Context, agg string, aggArgs []any, reason
 				&d.exists, &d.oldQuantity, &d.oldAmount, &d.oldCurrency, &d.oldProblem, &d.closed); err != nil {
 				return 0, err
 			}
-			h := d.hour.UTC()
 			period := monthStart(h)
 			k := chargeKey{account: d.account, product: d.product, hour: h}
 			if r.seen[k] {
@@ -741,7 +775,7 @@ func (r *rater) recompute(ctx context.Context, agg string, aggArgs []any, reason
 		if err != nil || writes == 0 {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, applySQL(agg), append([]any{r.now}, aggArgs...)...)
+		_, err = tx.ExecContext(ctx, applySQL(agg), append([]any{r.now}, args...)...)
 		return err
 	})
 	if err != nil {

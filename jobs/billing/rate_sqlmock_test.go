@@ -13,7 +13,11 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-const sqlHorizonLock = `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`
+const (
+	sqlHorizonLock = `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`
+	sqlLateHours   = `SELECT DISTINCT hour FROM usage_records
+WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`
+)
 
 func testRater(db *sql.DB, now time.Time, st ratingState) *rater {
 	log := zerolog.Nop()
@@ -78,10 +82,10 @@ func compareRows() *sqlmock.Rows {
 		"exists", "old_quantity", "old_amount", "old_currency", "old_problem", "closed"})
 }
 
-// The late scan: the mark is read before anything else, the late keys of every
-// hour are compared and written in one transaction, and the mark is recorded last,
-// so a run that dies in between scans the same rows again.
-func TestLateScanComparesAndAppliesOnceThenRecordsTheMark(t *testing.T) {
+// The late scan: the mark is read before anything else, the late keys of each hour
+// are compared and written in one transaction per hour, and the mark is recorded
+// last, so a run that dies in between scans the same rows again.
+func TestLateScanComparesAndAppliesPerHourThenRecordsTheMark(t *testing.T) {
 	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	since, wm := now.Add(-time.Hour), hr(8)
 	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
@@ -97,11 +101,15 @@ func TestLateScanComparesAndAppliesOnceThenRecordsTheMark(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			db, mock := newMock(t)
 			expectHorizon(mock, now, nil, nil, true)
+			mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)).AddRow(hr(5)))
 			mock.ExpectBegin()
-			mock.ExpectQuery(compareSQL(aggLate)).WithArgs(since, wm).WillReturnRows(tc.diffs)
+			mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnRows(tc.diffs)
 			if tc.apply {
-				mock.ExpectExec(applySQL(aggLate)).WithArgs(hr(10), since, wm).WillReturnResult(sqlmock.NewResult(0, 2))
+				mock.ExpectExec(applySQL(aggLate())).WithArgs(hr(10), hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 2))
 			}
+			mock.ExpectCommit()
+			mock.ExpectBegin()
+			mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(5), hr(5), hr(5), since).WillReturnRows(compareRows())
 			mock.ExpectCommit()
 			mock.ExpectExec(setLateScanSQL).WithArgs(now.Add(-horizonSlack), hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
 			r := testRater(db, hr(10), st)
@@ -126,13 +134,14 @@ func TestLateScanKeepsTheMarkWhenReRatingFails(t *testing.T) {
 	since, wm := now.Add(-time.Hour), hr(8)
 	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
 	expectHorizon(mock, now, nil, nil, true)
+	mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)))
 	mock.ExpectBegin()
-	mock.ExpectQuery(compareSQL(aggLate)).WithArgs(since, wm).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
+	mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
 		"3.000000", "0.045000", "USD", nil, true, "1.000000", "0.015000", "USD", nil, false))
-	mock.ExpectExec(applySQL(aggLate)).WithArgs(hr(10), since, wm).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
+	mock.ExpectExec(applySQL(aggLate())).WithArgs(hr(10), hr(2), hr(2), hr(2), since).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
 	mock.ExpectRollback() // and no setLateScanSQL
 	err := testRater(db, hr(10), st).lateScan(testCtx())
-	if err == nil || !strings.Contains(err.Error(), "late usage scan: re-rate") {
+	if err == nil || !strings.Contains(err.Error(), "late usage scan of 2025-03-01T02:00Z: re-rate") {
 		t.Fatalf("err = %v", err)
 	}
 	if err := mock.ExpectationsWereMet(); err != nil {

@@ -41,7 +41,7 @@ func TestRateHoursCommitsChargesWithTheWatermark(t *testing.T) {
 	db, mock := newMock(t)
 	from, to, now := hr(5), hr(8), hr(9)
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 5))
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 5))
 	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
 	mock.ExpectExec(setWatermarkSQL).WithArgs(hr(7), now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
@@ -73,14 +73,14 @@ func TestRateHoursRollsBackWhenAStepFails(t *testing.T) {
 		expect func(mock sqlmock.Sqlmock)
 	}{
 		{"insert", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnError(boom)
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(boom)
 		}},
 		{"summary", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
 			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnError(boom)
 		}},
 		{"watermark", func(mock sqlmock.Sqlmock) {
-			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
 			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
 			mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnError(boom)
 		}},
@@ -106,10 +106,10 @@ func TestRateHoursRetriesADeadlockFromScratch(t *testing.T) {
 	from, to, now := hr(5), hr(6), hr(7)
 	deadlock := &gomysql.MySQLError{Number: 1213, Message: "Deadlock found"}
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnError(deadlock)
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(deadlock)
 	mock.ExpectRollback()
 	mock.ExpectBegin()
-	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
 	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
 	mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()

@@ -109,6 +109,42 @@ func TestRateLateScanMarkWaitsForATransactionInFlight(t *testing.T) {
 	}
 }
 
+// Rating reads only committed usage: a metering transaction in flight on the hour
+// being rated neither stops it nor is lost (the next run's late scan takes it).
+func TestRateDoesNotWaitForMeteringInFlight(t *testing.T) {
+	db := newDB(t)
+	account(t, db.DB, 1, "USD", "")
+	price(t, db.DB, "instance.small", "USD", "0.01000000", t0.AddDate(-1, 0, 0), nil)
+	usage(t, db.DB, 1, "vm-1", "instance.small", hr(1), "1")
+	usage(t, db.DB, 1, "vm-1", "instance.small", hr(2), "1")
+	tx, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.Exec(`INSERT INTO usage_records (account_id, resource_id, product, hour, quantity) VALUES (1, 'vm-2', 'instance.small', ?, 2)`, hr(2)); err != nil {
+		t.Fatal(err)
+	}
+	j := &Job{DB: db.DB, Now: at(hr(3).Add(20 * time.Minute))}
+	ctx, cancel := context.WithTimeout(testCtx(), 20*time.Second) // a lock wait would take 50 s
+	defer cancel()
+	if _, err := j.Rate(ctx); err != nil {
+		t.Fatalf("rating waited for the metering transaction: %v", err)
+	}
+	if c := loadCharges(t, db.DB)[key(1, "instance.small", hr(2))]; c.quantity != "1.000000" {
+		t.Fatalf("hour 2 rated from uncommitted usage: %+v", c)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Rate(testCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if c := loadCharges(t, db.DB)[key(1, "instance.small", hr(2))]; c.quantity != "3.000000" {
+		t.Fatalf("the usage committed after rating was lost: %+v", c)
+	}
+}
+
 // InnoDB refreshes INNODB_TRX only when nobody has read it for 0.1 s: a monitor
 // polling it faster freezes it, and a transaction begun since is missing. The scan
 // must notice (its own transaction is missing too) rather than skip the row.

@@ -179,33 +179,54 @@ ON DUPLICATE KEY UPDATE late_scan_from = VALUES(late_scan_from), updated_at = VA
 const invoicedMonth = `EXISTS (SELECT 1 FROM invoices i WHERE i.account_id = r.account_id
     AND i.period_start = CAST(DATE_FORMAT(r.hour, '%Y-%m-01') AS DATE))`
 
-// compareSQL recomputes the keys agg selects and returns those whose stored charge
-// differs (or is missing), with whether the account's month is already invoiced, in
-// hour, account and product order. Args: ratingArgs.
-func compareSQL(agg usageAgg) string {
-	return `SELECT r.hour, r.account_id, r.product, r.quantity, r.amount, r.currency, r.problem,
-  c.id IS NOT NULL, c.quantity, c.amount, c.currency, c.problem,
-  c.invoice_id IS NOT NULL OR ` + invoicedMonth + `
-FROM (` + ratingRows(agg) + `) r
+// diffColumns are a recomputed charge r and the stored one c it is compared with:
+// hour, account_id, product, quantity, amount, currency, problem, existed, the old
+// quantity, amount, currency and problem, and whether the account's month is
+// already invoiced (closed).
+const diffColumns = `r.hour, r.account_id, r.product, r.quantity, r.amount, r.currency, r.problem,
+  c.id IS NOT NULL AS existed, c.quantity AS old_quantity, c.amount AS old_amount, c.currency AS old_currency,
+  c.problem AS old_problem, c.invoice_id IS NOT NULL OR ` + invoicedMonth + ` AS closed`
+
+// differs joins the stored charges to the recomputed ones r and keeps those that
+// differ or are missing.
+const differs = `
 LEFT JOIN charges c ON c.account_id = r.account_id AND c.product = r.product AND c.hour = r.hour
-WHERE c.id IS NULL OR NOT (` + sameCharge + `)
+WHERE c.id IS NULL OR NOT (` + sameCharge + `)`
+
+// compareSQL recomputes the keys agg selects and returns those whose stored charge
+// differs (or is missing), as diffColumns, in hour, account and product order: the
+// dry run's plan. Args: ratingArgs.
+func compareSQL(agg usageAgg) string {
+	return `SELECT ` + diffColumns + `
+FROM (` + ratingRows(agg) + `) r` + differs + `
 ORDER BY r.hour, r.account_id, r.product`
 }
 
-// applySQL writes what compareSQL found, except into invoiced months (those are
-// reported instead). Args: (rated_at), then ratingArgs.
-func applySQL(agg usageAgg) string {
-	return `INSERT INTO charges (account_id, product, hour, quantity, unit_price, amount, currency, status, problem, rated_at)
-SELECT r.account_id, r.product, r.hour, r.quantity, r.unit_price, r.amount, r.currency, r.status, r.problem, ?
-FROM (` + ratingRows(agg) + `) r
-LEFT JOIN charges c ON c.account_id = r.account_id AND c.product = r.product AND c.hour = r.hour
-WHERE (c.id IS NULL OR (c.invoice_id IS NULL AND NOT (` + sameCharge + `)))
-  AND NOT ` + invoicedMonth + `
+// createDiffSQL is compareSQL into a temporary table, with what applyDiffSQL
+// writes: the differences are computed once per re-rating. Args: ratingArgs.
+func createDiffSQL(agg usageAgg) string {
+	return `CREATE OR REPLACE TEMPORARY TABLE rerate_diff AS
+SELECT ` + diffColumns + `, r.unit_price, r.status
+FROM (` + ratingRows(agg) + `) r` + differs
+}
+
+// diffRowsSQL reads createDiffSQL's table as compareSQL returns it.
+const diffRowsSQL = `SELECT hour, account_id, product, quantity, amount, currency, problem,
+  existed, old_quantity, old_amount, old_currency, old_problem, closed
+FROM rerate_diff ORDER BY hour, account_id, product`
+
+// applyDiffSQL writes the differences, except into invoiced months (those are
+// reported instead). Args: (rated_at).
+const applyDiffSQL = `INSERT INTO charges (account_id, product, hour, quantity, unit_price, amount, currency, status, problem, rated_at)
+SELECT account_id, product, hour, quantity, unit_price, amount, currency, status, problem, ?
+FROM rerate_diff WHERE NOT closed
 ON DUPLICATE KEY UPDATE
   charges.quantity = VALUES(quantity), charges.unit_price = VALUES(unit_price), charges.amount = VALUES(amount),
   charges.currency = VALUES(currency), charges.status = VALUES(status), charges.problem = VALUES(problem),
   charges.rated_at = VALUES(rated_at)`
-}
+
+// dropDiffSQL frees the table (a pooled connection keeps its temporary tables).
+const dropDiffSQL = `DROP TEMPORARY TABLE IF EXISTS rerate_diff`
 
 // priceOverlapsSQL finds price rows of one product and currency whose validity
 // overlaps: rating picks one deterministically, but the price list is wrong.

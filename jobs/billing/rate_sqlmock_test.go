@@ -83,8 +83,9 @@ func compareRows() *sqlmock.Rows {
 }
 
 // The late scan: the mark is read before anything else, the late keys of each hour
-// are compared and written in one transaction per hour, and the mark is recorded
-// last, so a run that dies in between scans the same rows again.
+// are computed once into a temporary table, reported and written from it in one
+// transaction per hour, and the mark is recorded last, so a run that dies in
+// between scans the same rows again.
 func TestLateScanComparesAndAppliesPerHourThenRecordsTheMark(t *testing.T) {
 	now := time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)
 	since, wm := now.Add(-time.Hour), hr(8)
@@ -103,13 +104,17 @@ func TestLateScanComparesAndAppliesPerHourThenRecordsTheMark(t *testing.T) {
 			expectHorizon(mock, now, nil, nil, true)
 			mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)).AddRow(hr(5)))
 			mock.ExpectBegin()
-			mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnRows(tc.diffs)
+			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 1))
+			mock.ExpectQuery(diffRowsSQL).WillReturnRows(tc.diffs)
 			if tc.apply {
-				mock.ExpectExec(applySQL(aggLate())).WithArgs(hr(10), hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 2))
+				mock.ExpectExec(applyDiffSQL).WithArgs(hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
 			}
+			mock.ExpectExec(dropDiffSQL).WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectCommit()
 			mock.ExpectBegin()
-			mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(5), hr(5), hr(5), since).WillReturnRows(compareRows())
+			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(5), hr(5), hr(5), since).WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectQuery(diffRowsSQL).WillReturnRows(compareRows())
+			mock.ExpectExec(dropDiffSQL).WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectCommit()
 			mock.ExpectExec(setLateScanSQL).WithArgs(now.Add(-horizonSlack), hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
 			r := testRater(db, hr(10), st)
@@ -136,9 +141,10 @@ func TestLateScanKeepsTheMarkWhenReRatingFails(t *testing.T) {
 	expectHorizon(mock, now, nil, nil, true)
 	mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)))
 	mock.ExpectBegin()
-	mock.ExpectQuery(compareSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
+	mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery(diffRowsSQL).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
 		"3.000000", "0.045000", "USD", nil, true, "1.000000", "0.015000", "USD", nil, false))
-	mock.ExpectExec(applySQL(aggLate())).WithArgs(hr(10), hr(2), hr(2), hr(2), since).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
+	mock.ExpectExec(applyDiffSQL).WithArgs(hr(10)).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
 	mock.ExpectRollback() // and no setLateScanSQL
 	err := testRater(db, hr(10), st).lateScan(testCtx())
 	if err == nil || !strings.Contains(err.Error(), "late usage scan of 2025-03-01T02:00Z: re-rate") {

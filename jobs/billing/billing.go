@@ -12,8 +12,9 @@
 //     provider, so a run that dies between the provider's answer and our commit is
 //     replayed with the same key and records the original result.
 //
-// The aggregation runs in the database (one INSERT ... SELECT ... GROUP BY per hour),
-// so memory does not grow with the number of usage rows.
+// The aggregation runs in the database (one INSERT ... SELECT ... GROUP BY per hour,
+// or per chunk of hours when catching up), so memory does not grow with the number
+// of usage rows.
 package billing
 
 import (

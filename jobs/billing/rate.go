@@ -489,14 +489,28 @@ WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`, since, r.st.watermark.Time)
 		if err != nil {
 			return fmt.Errorf("late usage scan: %w", err)
 		}
-		for i, h := range hours {
+		// Consecutive hours with late usage are re-rated together, within the
+		// size and price bounds of a catch-up's chunk: a bulk load over weeks is a
+		// few statements, a stray late row one small one.
+		for i := 0; i < len(hours); {
+			from := hours[i]
 			if ctx.Err() != nil {
-				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(h), cause(ctx))
+				return fmt.Errorf("late usage scan stopped before %s: %w", fmtHour(from), cause(ctx))
 			}
-			if err := r.recompute(ctx, h, aggLate(), []any{h, since}, "late usage"); err != nil {
-				return fmt.Errorf("late usage scan of %s: %w", fmtHour(h), err)
+			end, err := r.chunkEnd(ctx, from, r.st.watermark.Time.Add(time.Hour))
+			if err != nil {
+				return fmt.Errorf("late usage scan: %w", err)
 			}
-			run.ProgressFrom(ctx).Step("late usage hours", int64(i+1), int64(len(hours)))
+			j := i + 1
+			for j < len(hours) && hours[j].Equal(hours[j-1].Add(time.Hour)) && hours[j].Before(end) {
+				j++
+			}
+			to := hours[j-1].Add(time.Hour)
+			if err := r.recompute(ctx, from, aggLate(), []any{from, to, since}, "late usage"); err != nil {
+				return fmt.Errorf("late usage scan of %s: %w", hourSpan(from, to), err)
+			}
+			i = j
+			run.ProgressFrom(ctx).Step("late usage hours", int64(i), int64(len(hours)))
 		}
 	}
 	if r.plan != nil {
@@ -713,9 +727,10 @@ func queryHours(ctx context.Context, q queryer, query string, args ...any) ([]ti
 	return hours, rows.Err()
 }
 
-// recompute re-rates the keys of hour h that agg selects: it lists those whose
-// stored charge differs, reports each, and (unless dry run) writes them in the same
-// transaction, except into months already invoiced for the account, which it
+// recompute re-rates the keys that agg selects in hours priced at h (h, or hours
+// from h that no price boundary falls between): it lists those whose stored charge
+// differs, reports each, and (unless dry run) writes them in the same transaction,
+// except into months already invoiced for the account, which it
 // reports as late_usage_after_close instead.
 //
 // A real run computes the differences once, into a temporary table, and reports
@@ -724,36 +739,36 @@ func queryHours(ctx context.Context, q queryer, query string, args ...any) ([]ti
 // them instead.
 func (r *rater) recompute(ctx context.Context, h time.Time, agg usageAgg, aggArgs []any, reason string) error {
 	args := ratingArgs(h, aggArgs...)
-	work := func(q queryer, query string, args ...any) (int, error) {
+	// work reports the differences query returns.
+	work := func(q queryer, query string, args ...any) error {
 		rows, err := q.QueryContext(ctx, query, args...)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		defer rows.Close()
-		writes := 0
 		for rows.Next() {
 			var d diffRow
 			if err := rows.Scan(&d.hour, &d.account, &d.product, &d.quantity, &d.amount, &d.currency, &d.problem,
 				&d.exists, &d.oldQuantity, &d.oldAmount, &d.oldCurrency, &d.oldProblem, &d.closed); err != nil {
-				return 0, err
+				return err
 			}
-			period := monthStart(h)
-			k := chargeKey{account: d.account, product: d.product, hour: h}
+			hour := d.hour.UTC()
+			period := monthStart(hour)
+			k := chargeKey{account: d.account, product: d.product, hour: hour}
 			if r.seen[k] {
 				continue
 			}
-			subject := fmt.Sprintf("account %d %s %s", d.account, d.product, fmtHour(h))
+			subject := fmt.Sprintf("account %d %s %s", d.account, d.product, fmtHour(hour))
 			if d.closed {
 				r.seen[k] = true
 				r.rep.Count("late_usage_after_close", 1)
 				if r.lateShut.ok() {
 					r.rep.Problem("late_usage_after_close", subject,
 						fmt.Sprintf("period %s is invoiced; %s not billed", period.Format("2006-01"), d.change()),
-						append(d.fields(h), run.Str("period", period.Format("2006-01")))...)
+						append(d.fields(hour), run.Str("period", period.Format("2006-01")))...)
 				}
 				continue
 			}
-			writes++
 			why := reason
 			if d.oldProblem.Valid {
 				why = "was " + d.oldProblem.String
@@ -762,7 +777,9 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg usageAgg, aggArg
 			}
 			r.rep.Count("charges_rerated", 1)
 			if r.rerated.ok() {
-				r.rep.Act("rerate", subject, why+"; "+d.change(), append(d.fields(h), run.Str("reason", why))...)
+				r.rep.Act("rerate", subject, why+"; "+d.change(), append(d.fields(hour), run.Str("reason", why))...)
+				run.Item(ctx).Int64("account_id", d.account).Str("product", d.product).
+					Str("hour", fmtHour(hour)).Str("reason", why).Str("change", d.change()).Msg("charge re-rated")
 			}
 			if r.plan != nil {
 				r.seen[k] = true
@@ -772,13 +789,11 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg usageAgg, aggArg
 					delete(r.plan, k)
 				}
 			}
-			run.Item(ctx).Int64("account_id", d.account).Str("product", d.product).
-				Str("hour", fmtHour(h)).Str("reason", why).Str("change", d.change()).Msg("charge re-rated")
 		}
-		return writes, rows.Err()
+		return rows.Err()
 	}
 	if r.plan != nil {
-		if _, err := work(r.j.DB, compareSQL(agg), args...); err != nil {
+		if err := work(r.j.DB, compareSQL(agg), args...); err != nil {
 			return fmt.Errorf("plan re-rating: %w", err)
 		}
 		return nil
@@ -787,9 +802,31 @@ func (r *rater) recompute(ctx context.Context, h time.Time, agg usageAgg, aggArg
 		if _, err := tx.ExecContext(ctx, createDiffSQL(agg), args...); err != nil {
 			return err
 		}
-		writes, err := work(tx, diffRowsSQL)
-		if err == nil && writes > 0 {
-			_, err = tx.ExecContext(ctx, applyDiffSQL, r.now)
+		var updates, inserts int64
+		if err := tx.QueryRowContext(ctx, diffCountsSQL).Scan(&updates, &inserts); err != nil {
+			return err
+		}
+		// Every key left alone in an invoiced month is reported (and remembered, so
+		// the retry of unrated charges does not report it again); of the keys
+		// written, only as many as the report still lists are read back: a bulk
+		// re-rating streamed and logged every key.
+		if err := work(tx, diffClosedSQL); err != nil {
+			return err
+		}
+		listed := int64(max(reportCap-r.rerated.n, 0))
+		if err := work(tx, diffListSQL, listed); err != nil {
+			return err
+		}
+		if rest := updates + inserts - min(listed, updates+inserts); rest > 0 {
+			r.rep.Count("charges_rerated", rest)
+			r.rerated.n += int(rest)
+		}
+		var err error
+		if updates > 0 {
+			_, err = tx.ExecContext(ctx, updateDiffSQL, r.now)
+		}
+		if err == nil && inserts > 0 {
+			_, err = tx.ExecContext(ctx, insertDiffSQL, r.now)
 		}
 		if err != nil {
 			return err

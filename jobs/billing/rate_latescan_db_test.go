@@ -293,6 +293,17 @@ UNION ALL SELECT a.seq, CONCAT('vol2-', a.seq), 'volume.gb', ? + INTERVAL h.seq 
 	if got := rep.Counts["charges_rerated"]; got != accounts*hours*2 {
 		t.Fatalf("charges_rerated %d, want every key: %d", got, accounts*hours*2)
 	}
+	listed, more := 0, ""
+	for _, a := range rep.Actions {
+		if a.Kind == "rerate" && a.Subject == "more keys" {
+			more = a.Detail
+		} else if a.Kind == "rerate" {
+			listed++
+		}
+	}
+	if listed != reportCap || more != fmt.Sprintf("%d more re-rated keys not listed", accounts*hours*2-reportCap) {
+		t.Fatalf("listed %d keys, then %q", listed, more)
+	}
 	got := loadCharges(t, db.DB)
 	if c := got[key(2, "volume.gb", hr(7))]; c.quantity != "17.000000" || c.amount != "0.002125" {
 		t.Errorf("volume of account 2 after the load: %+v", c)

@@ -24,12 +24,13 @@ func aggHourAccount() usageAgg {
 	return usageAgg{from: `usage_records u`, where: `u.hour = ? AND u.account_id = ?`}
 }
 
-// aggLate is the keys of one hour whose usage was recorded (inserted or corrected)
-// since the scan's mark, totalled over ALL their usage; args (hour, mark). One
-// ordered pass over the hour in usage_hour, which carries recorded_at for this: no
-// temporary table, no sort, no lookup per key, however many keys a load touched.
+// aggLate is the keys of the hours [from, to) whose usage was recorded (inserted
+// or corrected) since the scan's mark, totalled over ALL their usage; args (from,
+// to, mark). One ordered pass over those hours in usage_hour, which carries
+// recorded_at for this: no temporary table, no sort, no lookup per key, however
+// many keys a load touched.
 func aggLate() usageAgg {
-	return usageAgg{from: `usage_records u`, where: `u.hour = ?`, having: `MAX(u.recorded_at) >= ?`}
+	return usageAgg{from: `usage_records u`, where: `u.hour >= ? AND u.hour < ?`, having: `MAX(u.recorded_at) >= ?`}
 }
 
 // aggUnrated is the keys of one hour whose charge is unrated; args (hour).
@@ -202,28 +203,44 @@ FROM (` + ratingRows(agg) + `) r` + differs + `
 ORDER BY r.hour, r.account_id, r.product`
 }
 
-// createDiffSQL is compareSQL into a temporary table, with what applyDiffSQL
-// writes: the differences are computed once per re-rating. Args: ratingArgs.
+// createDiffSQL is compareSQL into a temporary table, with what updateDiffSQL and
+// insertDiffSQL write: the differences are computed once per re-rating. Args:
+// ratingArgs.
 func createDiffSQL(agg usageAgg) string {
 	return `CREATE OR REPLACE TEMPORARY TABLE rerate_diff AS
-SELECT ` + diffColumns + `, r.unit_price, r.status
+SELECT ` + diffColumns + `, c.id AS charge_id, r.unit_price, r.status
 FROM (` + ratingRows(agg) + `) r` + differs
 }
 
-// diffRowsSQL reads createDiffSQL's table as compareSQL returns it.
-const diffRowsSQL = `SELECT hour, account_id, product, quantity, amount, currency, problem,
-  existed, old_quantity, old_amount, old_currency, old_problem, closed
-FROM rerate_diff ORDER BY hour, account_id, product`
+// diffCountsSQL counts the charges createDiffSQL's table updates and inserts.
+const diffCountsSQL = `SELECT COALESCE(SUM(existed AND NOT closed), 0), COALESCE(SUM(NOT existed AND NOT closed), 0)
+FROM rerate_diff`
 
-// applyDiffSQL writes the differences, except into invoiced months (those are
-// reported instead). Args: (rated_at).
-const applyDiffSQL = `INSERT INTO charges (account_id, product, hour, quantity, unit_price, amount, currency, status, problem, rated_at)
+// diffClosedSQL and diffListSQL read createDiffSQL's table as compareSQL returns
+// it: every key in an invoiced month, and the first of the others (args (limit)).
+const (
+	diffClosedSQL = `SELECT hour, account_id, product, quantity, amount, currency, problem,
+  existed, old_quantity, old_amount, old_currency, old_problem, closed
+FROM rerate_diff WHERE closed ORDER BY hour, account_id, product`
+	diffListSQL = `SELECT hour, account_id, product, quantity, amount, currency, problem,
+  existed, old_quantity, old_amount, old_currency, old_problem, closed
+FROM rerate_diff WHERE NOT closed ORDER BY hour, account_id, product LIMIT ?`
+)
+
+// updateDiffSQL and insertDiffSQL write the differences, except into invoiced
+// months (those are reported instead): stored charges are updated in place, the
+// missing ones inserted. (An upsert first tries to insert every row, and undoes
+// that for each key that exists: a third more for a bulk re-rating.) Args:
+// (rated_at).
+const (
+	updateDiffSQL = `UPDATE charges c JOIN rerate_diff d ON c.id = d.charge_id
+SET c.quantity = d.quantity, c.unit_price = d.unit_price, c.amount = d.amount, c.currency = d.currency,
+  c.status = d.status, c.problem = d.problem, c.rated_at = ?
+WHERE d.existed AND NOT d.closed`
+	insertDiffSQL = `INSERT INTO charges (account_id, product, hour, quantity, unit_price, amount, currency, status, problem, rated_at)
 SELECT account_id, product, hour, quantity, unit_price, amount, currency, status, problem, ?
-FROM rerate_diff WHERE NOT closed
-ON DUPLICATE KEY UPDATE
-  charges.quantity = VALUES(quantity), charges.unit_price = VALUES(unit_price), charges.amount = VALUES(amount),
-  charges.currency = VALUES(currency), charges.status = VALUES(status), charges.problem = VALUES(problem),
-  charges.rated_at = VALUES(rated_at)`
+FROM rerate_diff WHERE NOT existed AND NOT closed`
+)
 
 // dropDiffSQL frees the table (a pooled connection keeps its temporary tables).
 const dropDiffSQL = `DROP TEMPORARY TABLE IF EXISTS rerate_diff`

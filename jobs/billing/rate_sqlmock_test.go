@@ -14,6 +14,8 @@ import (
 )
 
 const (
+	sqlChunkProbe = `SELECT hour FROM usage_records WHERE hour >= ? AND hour < ?
+ORDER BY hour LIMIT 1 OFFSET ?`
 	sqlHorizonLock = `SELECT COUNT(*) FROM billing_state WHERE name = 'rating' LOCK IN SHARE MODE`
 	sqlLateHours   = `SELECT DISTINCT hour FROM usage_records
 WHERE recorded_at >= ? AND hour <= ? ORDER BY hour`
@@ -77,6 +79,13 @@ func TestScanHorizonWithoutProcessFallsBackToTheMargin(t *testing.T) {
 	}
 }
 
+// expectChunk is chunkEnd from first, with fewer than rateChunkRows rows left
+// before before and no price boundary.
+func expectChunk(mock sqlmock.Sqlmock, first, before time.Time) {
+	mock.ExpectQuery(sqlChunkProbe).WithArgs(first, before, rateChunkRows).WillReturnRows(sqlmock.NewRows([]string{"hour"}))
+	mock.ExpectQuery(nextPriceBoundarySQL).WithArgs(first, first).WillReturnRows(sqlmock.NewRows([]string{"t"}).AddRow(nil))
+}
+
 func compareRows() *sqlmock.Rows {
 	return sqlmock.NewRows([]string{"hour", "account_id", "product", "quantity", "amount", "currency", "problem",
 		"exists", "old_quantity", "old_amount", "old_currency", "old_problem", "closed"})
@@ -91,29 +100,39 @@ func TestLateScanComparesAndAppliesPerHourThenRecordsTheMark(t *testing.T) {
 	since, wm := now.Add(-time.Hour), hr(8)
 	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
 	for _, tc := range []struct {
-		name  string
-		diffs *sqlmock.Rows
-		apply bool
+		name             string
+		diffs            *sqlmock.Rows
+		updates, inserts int
 	}{
-		{"a late key", compareRows().AddRow(hr(2), 1, "instance.small", "3.000000", "0.045000", "USD", nil,
-			true, "1.000000", "0.015000", "USD", nil, false), true},
-		{"nothing differs", compareRows(), false},
+		{"a late key and a new one", compareRows().AddRow(hr(2), 1, "instance.small", "3.000000", "0.045000", "USD", nil,
+			true, "1.000000", "0.015000", "USD", nil, false).AddRow(hr(2), 2, "instance.small", "1.000000", "0.015000", "USD", nil,
+			false, nil, nil, nil, nil, false), 1, 1},
+		{"nothing differs", compareRows(), 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db, mock := newMock(t)
 			expectHorizon(mock, now, nil, nil, true)
 			mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)).AddRow(hr(5)))
+			expectChunk(mock, hr(2), hr(9))
 			mock.ExpectBegin()
-			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 1))
-			mock.ExpectQuery(diffRowsSQL).WillReturnRows(tc.diffs)
-			if tc.apply {
-				mock.ExpectExec(applyDiffSQL).WithArgs(hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
+			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), hr(3), since).WillReturnResult(sqlmock.NewResult(0, 1))
+			mock.ExpectQuery(diffCountsSQL).WillReturnRows(sqlmock.NewRows([]string{"u", "i"}).AddRow(tc.updates, tc.inserts))
+			mock.ExpectQuery(diffClosedSQL).WillReturnRows(compareRows())
+			mock.ExpectQuery(diffListSQL).WithArgs(int64(reportCap)).WillReturnRows(tc.diffs)
+			if tc.updates > 0 {
+				mock.ExpectExec(updateDiffSQL).WithArgs(hr(10)).WillReturnResult(sqlmock.NewResult(0, 1))
+			}
+			if tc.inserts > 0 {
+				mock.ExpectExec(insertDiffSQL).WithArgs(hr(10)).WillReturnResult(sqlmock.NewResult(0, 1))
 			}
 			mock.ExpectExec(dropDiffSQL).WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectCommit()
+			expectChunk(mock, hr(5), hr(9))
 			mock.ExpectBegin()
-			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(5), hr(5), hr(5), since).WillReturnResult(sqlmock.NewResult(0, 0))
-			mock.ExpectQuery(diffRowsSQL).WillReturnRows(compareRows())
+			mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(5), hr(5), hr(5), hr(6), since).WillReturnResult(sqlmock.NewResult(0, 0))
+			mock.ExpectQuery(diffCountsSQL).WillReturnRows(sqlmock.NewRows([]string{"u", "i"}).AddRow(0, 0))
+			mock.ExpectQuery(diffClosedSQL).WillReturnRows(compareRows())
+			mock.ExpectQuery(diffListSQL).WithArgs(int64(reportCap - tc.updates - tc.inserts)).WillReturnRows(compareRows())
 			mock.ExpectExec(dropDiffSQL).WillReturnResult(sqlmock.NewResult(0, 0))
 			mock.ExpectCommit()
 			mock.ExpectExec(setLateScanSQL).WithArgs(now.Add(-horizonSlack), hr(10)).WillReturnResult(sqlmock.NewResult(0, 2))
@@ -121,7 +140,7 @@ func TestLateScanComparesAndAppliesPerHourThenRecordsTheMark(t *testing.T) {
 			if err := r.lateScan(testCtx()); err != nil {
 				t.Fatal(err)
 			}
-			if tc.apply && (r.rep.Counts["charges_rerated"] != 1 || len(r.rep.Actions) != 1 ||
+			if tc.updates > 0 && (r.rep.Counts["charges_rerated"] != 2 || len(r.rep.Actions) != 2 ||
 				r.rep.Actions[0].Subject != "account 1 instance.small 2025-03-01T02:00Z") {
 				t.Fatalf("report %+v %+v", r.rep.Counts, r.rep.Actions)
 			}
@@ -140,14 +159,17 @@ func TestLateScanKeepsTheMarkWhenReRatingFails(t *testing.T) {
 	st := ratingState{watermark: sql.NullTime{Time: wm, Valid: true}, lateScanFrom: sql.NullTime{Time: since, Valid: true}}
 	expectHorizon(mock, now, nil, nil, true)
 	mock.ExpectQuery(sqlLateHours).WithArgs(since, wm).WillReturnRows(sqlmock.NewRows([]string{"hour"}).AddRow(hr(2)))
+	expectChunk(mock, hr(2), hr(9))
 	mock.ExpectBegin()
-	mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), since).WillReturnResult(sqlmock.NewResult(0, 1))
-	mock.ExpectQuery(diffRowsSQL).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
+	mock.ExpectExec(createDiffSQL(aggLate())).WithArgs(hr(2), hr(2), hr(2), hr(3), since).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectQuery(diffCountsSQL).WillReturnRows(sqlmock.NewRows([]string{"u", "i"}).AddRow(1, 0))
+	mock.ExpectQuery(diffClosedSQL).WillReturnRows(compareRows())
+	mock.ExpectQuery(diffListSQL).WithArgs(int64(reportCap)).WillReturnRows(compareRows().AddRow(hr(2), 1, "instance.small",
 		"3.000000", "0.045000", "USD", nil, true, "1.000000", "0.015000", "USD", nil, false))
-	mock.ExpectExec(applyDiffSQL).WithArgs(hr(10)).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
+	mock.ExpectExec(updateDiffSQL).WithArgs(hr(10)).WillReturnError(&gomysql.MySQLError{Number: 1264, Message: "Out of range value"})
 	mock.ExpectRollback() // and no setLateScanSQL
 	err := testRater(db, hr(10), st).lateScan(testCtx())
-	if err == nil || !strings.Contains(err.Error(), "late usage scan of 2025-03-01T02:00Z: re-rate") {
+	if err == nil || !strings.Contains(err.Error(), "late usage scan of hour 2025-03-01T02:00Z: re-rate") {
 		t.Fatalf("err = %v", err)
 	}
 	if err := mock.ExpectationsWereMet(); err != nil {

@@ -1,15 +1,55 @@
 # cronkit: see README.md. Every target works from a clean checkout on Debian with Go.
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+# The release: the .debs, the image tag and crontab/k8s's image name carry it
+# (scripts/checkimage checks the manifests name it). Bump all with a release.
+VERSION  ?= 0.1.0
+# What the binary reports (cronkit version): the commit, and its time, which is also
+# every timestamp in the packages (SOURCE_DATE_EPOCH), so one commit builds one
+# .deb and one image digest.
+COMMIT   := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+COMMIT_TIME := $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+export VERSION SOURCE_DATE_EPOCH
+LDFLAGS  := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_TIME)
+# Static, no paths or build ids of this host: the same bytes on every machine with
+# the same Go.
+GOBUILD  := CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
+ARCHES   := amd64 arm64
+IMAGE    ?= ghcr.io/cronkit/cronkit
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit test-integration bench lint fmt vulncheck demo crontab-check clean
+.PHONY: all build test unit test-integration bench lint fmt vulncheck demo crontab-check clean \
+	binaries deb deb-check image image-check dist dist-check
 
 all: build
 
-build: ## the jobs binary, in bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/jobs ./cmd/jobs
+build: ## the cronkit binary, in bin/ (cmd/jobs)
+	$(GOBUILD) -o bin/cronkit ./cmd/jobs
+
+binaries: ## static linux binaries for each of $(ARCHES), in dist/
+	@mkdir -p dist
+	for a in $(ARCHES); do GOOS=linux GOARCH=$$a $(GOBUILD) -o dist/cronkit_$(VERSION)_linux_$$a ./cmd/jobs || exit 1; done
+
+deb: binaries ## dist/cronkit_<version>-1_<arch>.deb with nfpm (packaging/nfpm.yaml)
+	scripts/builddeb $(ARCHES)
+
+deb-check: deb ## contents and modes, systemd-analyze verify, lintian
+	scripts/checkdeb $(ARCHES)
+
+image: ## dist/cronkit_<version>_image.tar: docker-archive, static binary on an empty base
+	@mkdir -p dist
+	GOOS=linux GOARCH=amd64 $(GOBUILD) -o dist/.image/cronkit ./cmd/jobs
+	$(GO) run ./tools/imagebuild --binary dist/.image/cronkit --tag $(IMAGE):$(VERSION) \
+		--version $(VERSION) --revision $(COMMIT) --out dist/cronkit_$(VERSION)_image.tar
+
+image-check: image ## crane validate, the config, and the binary run from the layer with chroot
+	scripts/checkimage dist/cronkit_$(VERSION)_image.tar
+
+dist: binaries deb image ## binaries, .debs, image tarball and SHA256SUMS in dist/
+	cd dist && rm -f SHA256SUMS && sha256sum cronkit_$(VERSION)_* > SHA256SUMS && cat SHA256SUMS
+
+dist-check: ## builds dist twice from this commit and compares the bytes
+	scripts/checkrepro
 
 test: ## unit + integration tests against a throwaway MariaDB, stripe-mock and mailpit
 	scripts/test
@@ -38,8 +78,8 @@ demo: build ## MariaDB and the fakes on loopback, fixtures, every job dry-run th
 	scripts/demo
 
 crontab-check: build ## parse every schedule in crontab/ and print the next runs
-	bin/jobs crontab check --dir crontab
+	bin/cronkit crontab check --dir crontab
 
 clean:
 	-scripts/mariadb stop
-	rm -rf bin .cache
+	rm -rf bin dist .cache

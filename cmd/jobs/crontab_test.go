@@ -14,7 +14,7 @@ import (
 
 func TestCrontabCheckValidatesCommandLines(t *testing.T) {
 	dir := t.TempDir()
-	good := "CRON_TZ=UTC\n*/5 * * * * cronkit /usr/local/bin/jobs noop --timeout 1m\n"
+	good := "CRON_TZ=UTC\n*/5 * * * * cronkit /usr/bin/cronkit noop --timeout 1m\n"
 	if err := os.WriteFile(filepath.Join(dir, "ok.cron"), []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -28,8 +28,8 @@ func TestCrontabCheckValidatesCommandLines(t *testing.T) {
 		}
 	}
 
-	bad := "CRON_TZ=UTC\n*/5 * * * * cronkit /usr/local/bin/jobs noop --timeout 1m --no-such-flag\n" +
-		"0 * * * * cronkit /usr/local/bin/jobs nosuchjob --timeout 1m\n"
+	bad := "CRON_TZ=UTC\n*/5 * * * * cronkit /usr/bin/cronkit noop --timeout 1m --no-such-flag\n" +
+		"0 * * * * cronkit /usr/bin/cronkit nosuchjob --timeout 1m\n"
 	if err := os.WriteFile(filepath.Join(dir, "ok.cron"), []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,13 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// version is set at build time: -ldflags "-X main.version=...".
-var version = "dev"
+// The build's identity, set at link time by the Makefile from git:
+// -ldflags "-X main.version=... -X main.commit=... -X main.commitTime=...".
+var (
+	version    = "dev"
+	commit     = "unknown"
+	commitTime = ""
+)
 
 func main() {
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -30,5 +35,5 @@ func main() {
 		<-sigs
 		os.Exit(run.ExitInterrupted)
 	}()
-	os.Exit(runMain(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(runMain(ctx, linkArgs(os.Args), os.Getenv, os.Stdout, os.Stderr))
 }

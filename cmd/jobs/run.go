@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -23,9 +25,12 @@ type env struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	version string
-	host    string
-	tty     bool // stderr is a terminal: console logs and progress
-	now     func() time.Time
+	// commit and commitTime name the source the binary was built from (version).
+	commit     string
+	commitTime string
+	host       string
+	tty        bool // stderr is a terminal: console logs and progress
+	now        func() time.Time
 	// self re-executes this binary (jobs schedule runs each job as a child).
 	self string
 	// args is the command line after the binary name, recorded (redacted) in job_runs.
@@ -66,7 +71,8 @@ func commands() []*command {
 
 // runMain is the program: it returns the exit code instead of exiting.
 func runMain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	e := &env{getenv: getenv, stdout: stdout, stderr: stderr, version: version, now: time.Now, args: args}
+	e := &env{getenv: getenv, stdout: stdout, stderr: stderr, version: version, now: time.Now, args: args,
+		commit: commit, commitTime: commitTime}
 	e.host, _ = os.Hostname()
 	if f, ok := stderr.(interface{ Fd() uintptr }); ok {
 		e.tty = isatty.IsTerminal(f.Fd())
@@ -99,6 +105,32 @@ func runMain(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "jobs %s: %v\n", cmd.name, err)
 	}
 	return run.ExitCode(err)
+}
+
+// linkPrefix starts the names of the single-purpose links the package installs next
+// to the binary: cronkit-billing runs `cronkit billing`.
+const linkPrefix = "cronkit-"
+
+// linkedJobs are the commands installed as cronkit-<name> links (packaging/nfpm.yaml
+// lists the same; a test keeps them in step): the scheduled jobs, each a command a
+// unit or crontab line runs on its own.
+func linkedJobs() []string {
+	return []string{"abuse", "billing", "drip", "reconcile"}
+}
+
+// linkArgs turns the process's argv into the command line runMain reads. Invoked
+// under a link's name (cronkit-billing --dry-run), the job is the first argument
+// (billing --dry-run); under any other name the arguments are as given.
+func linkArgs(argv []string) []string {
+	if len(argv) == 0 {
+		return nil
+	}
+	args := argv[1:]
+	job, ok := strings.CutPrefix(filepath.Base(argv[0]), linkPrefix)
+	if !ok || !slices.Contains(linkedJobs(), job) {
+		return args
+	}
+	return append([]string{job}, args...)
 }
 
 func find(name string) *command {

@@ -55,7 +55,7 @@ spec:
   schedule: %q
   timeZone: %q
   concurrencyPolicy: %s
-  jobTemplate: {spec: {template: {spec: {containers: [{name: jobs, command: [/usr/local/bin/jobs], args: %s}]}}}}
+  jobTemplate: {spec: {template: {spec: {containers: [{name: jobs, command: [/usr/bin/cronkit], args: %s}]}}}}
 `, schedule, zone, policy, args)
 	entries, err := ParseKubernetes(strings.NewReader(y), "cj.yaml")
 	if err != nil {
@@ -78,13 +78,13 @@ func TestCheckEntryProblems(t *testing.T) {
 		entries []Entry
 		want    []string // one substring per expected problem, of the single entry
 	}{
-		{"ok", mustCrontab(t, "5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m\n"), nil},
-		{"unknown subcommand", mustCrontab(t, "5 * * * * cronkit /usr/local/bin/jobs drip --timeout 50m\n"), []string{`unknown subcommand "drip"`}},
-		{"unknown flag", mustCrontab(t, "5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m --fast\n"), []string{"flag provided but not defined"}},
-		{"no timeout", mustCrontab(t, "5 * * * * cronkit /usr/local/bin/jobs billing\n"), []string{"no --timeout"}},
-		{"timeout as long as the interval", mustCrontab(t, "*/15 * * * * cronkit /usr/local/bin/jobs abuse --timeout=15m\n"), []string{"--timeout 15m is not shorter than the 15m0s between runs"}},
-		{"irregular schedule: shortest gap counts", mustCrontab(t, "0 9,10 * * * cronkit /usr/local/bin/jobs abuse -timeout 2h\n"), []string{"not shorter than the 1h0m0s"}},
-		{"never runs", mustCrontab(t, "0 0 30 2 * cronkit /usr/local/bin/jobs billing --timeout 1h\n"), []string{"never runs"}},
+		{"ok", mustCrontab(t, "5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m\n"), nil},
+		{"unknown subcommand", mustCrontab(t, "5 * * * * cronkit /usr/bin/cronkit drip --timeout 50m\n"), []string{`unknown subcommand "drip"`}},
+		{"unknown flag", mustCrontab(t, "5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m --fast\n"), []string{"flag provided but not defined"}},
+		{"no timeout", mustCrontab(t, "5 * * * * cronkit /usr/bin/cronkit billing\n"), []string{"no --timeout"}},
+		{"timeout as long as the interval", mustCrontab(t, "*/15 * * * * cronkit /usr/bin/cronkit abuse --timeout=15m\n"), []string{"--timeout 15m is not shorter than the 15m0s between runs"}},
+		{"irregular schedule: shortest gap counts", mustCrontab(t, "0 9,10 * * * cronkit /usr/bin/cronkit abuse -timeout 2h\n"), []string{"not shorter than the 1h0m0s"}},
+		{"never runs", mustCrontab(t, "0 0 30 2 * cronkit /usr/bin/cronkit billing --timeout 1h\n"), []string{"never runs"}},
 		{"kubernetes without Forbid", mustK8s(t, "5 * * * *", "Etc/UTC", "Allow", "[billing, --timeout, 50m]"), []string{"concurrencyPolicy is not Forbid"}},
 		{"kubernetes with Forbid", mustK8s(t, "5 * * * *", "Etc/UTC", "Forbid", "[billing, --timeout, 50m]"), nil},
 	}
@@ -121,27 +121,27 @@ func TestCheckConsistencyAcrossFormats(t *testing.T) {
 		mismatch bool
 	}{
 		{"same spelling", [][]Entry{
-			cronD("5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m"),
+			cronD("5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m"),
 			mustK8s(t, "5 * * * *", "UTC", "Forbid", "[billing, --timeout, 50m]"),
 		}, false},
 		{"equivalent spellings and UTC aliases", [][]Entry{
-			cronD("*/15 * * * * cronkit /usr/local/bin/jobs abuse --timeout 12m"),
+			cronD("*/15 * * * * cronkit /usr/bin/cronkit abuse --timeout 12m"),
 			mustK8s(t, "0,15,30,45 * * * *", "Etc/UTC", "Forbid", "[abuse, --timeout, 12m]"),
 		}, false},
 		{"@hourly is 0 * * * *", [][]Entry{
-			cronD("@hourly cronkit /usr/local/bin/jobs billing --timeout 50m"),
+			cronD("@hourly cronkit /usr/bin/cronkit billing --timeout 50m"),
 			mustK8s(t, "0 * * * *", "Etc/UTC", "Forbid", "[billing, --timeout, 50m]"),
 		}, false},
 		{"different minute", [][]Entry{
-			cronD("5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m"),
+			cronD("5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m"),
 			mustK8s(t, "10 * * * *", "Etc/UTC", "Forbid", "[billing, --timeout, 50m]"),
 		}, true},
 		{"different zone", [][]Entry{
-			cronD("5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m"),
+			cronD("5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m"),
 			mustK8s(t, "5 * * * *", "Europe/Berlin", "Forbid", "[billing, --timeout, 50m]"),
 		}, true},
 		{"other jobs are not compared", [][]Entry{
-			cronD("5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m"),
+			cronD("5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m"),
 			mustK8s(t, "*/15 * * * *", "Etc/UTC", "Forbid", "[abuse, --timeout, 12m]"),
 		}, false},
 	}
@@ -172,7 +172,7 @@ func TestCheckRejectsNegativeCount(t *testing.T) {
 // skipped; it exists twice on 25 October (03:00 -> 02:00) and runs twice. Vixie cron
 // and cronie run such jobs once on both days: one more reason to schedule in UTC.
 func TestCheckNextRunsAcrossDST(t *testing.T) {
-	entries := mustCrontab(t, "CRON_TZ=Europe/Berlin\n30 2 * * * cronkit /usr/local/bin/jobs billing --timeout 50m\n")
+	entries := mustCrontab(t, "CRON_TZ=Europe/Berlin\n30 2 * * * cronkit /usr/bin/cronkit billing --timeout 50m\n")
 	tests := []struct {
 		name string
 		now  time.Time
@@ -205,7 +205,7 @@ func TestCheckNextRunsAcrossDST(t *testing.T) {
 // The text report is pinned by a golden file (CRONKIT_UPDATE_GOLDEN=1 rewrites it).
 func TestCheckReportWriteText(t *testing.T) {
 	entries := slices.Concat(
-		mustCrontab(t, "MAILTO=\"\"\nCRON_TZ=UTC\n5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m --metrics-file '/var/lib/a b.prom'\n*/15 * * * * cronkit /usr/local/bin/jobs abuse\n"),
+		mustCrontab(t, "MAILTO=\"\"\nCRON_TZ=UTC\n5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m --metrics-file '/var/lib/a b.prom'\n*/15 * * * * cronkit /usr/bin/cronkit abuse\n"),
 		mustK8s(t, "10 * * * *", "Etc/UTC", "Allow", "[billing, --timeout, 50m]"),
 		mustK8s(t, "0-59/15 * * * *", "Etc/UTC", "Forbid", "[abuse, --timeout, 12m]"),
 	)

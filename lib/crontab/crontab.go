@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strings"
 	"time"
 )
@@ -127,7 +126,8 @@ func parseCronLine(line string, systemFormat bool) (Entry, error) {
 		if len(user) == 0 {
 			return e, fmt.Errorf("missing user and command after the schedule")
 		}
-		if strings.Contains(user[0], "/") || path.Base(user[0]) == BinaryName {
+		// (A bare cronkit is the usual user, not the command.)
+		if strings.Contains(user[0], "/") || user[0] == legacyBinaryName {
 			return e, fmt.Errorf("missing user field: %q is the command (cron.d lines are: 5 time fields, user, command)", user[0])
 		}
 		e.User, rest = user[0], cmd

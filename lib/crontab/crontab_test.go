@@ -53,13 +53,13 @@ func TestParseCrontabGoodLines(t *testing.T) {
 	}{
 		{
 			name: "cron.d line after env lines", system: true,
-			text:     "SHELL=/bin/sh\nMAILTO=\"\"\n# comment\n\n5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m\n",
+			text:     "SHELL=/bin/sh\nMAILTO=\"\"\n# comment\n\n5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m\n",
 			wantLine: 5, wantSpec: "5 * * * *", wantLoc: time.UTC, wantUser: "cronkit",
 			wantArgs: []string{"billing", "--timeout", "50m"}, wantJob: "billing",
 		},
 		{
 			name: "user crontab has no user field",
-			text: "*/15 * * * * /usr/local/bin/jobs abuse --timeout 12m\n", wantLine: 1,
+			text: "*/15 * * * * /usr/bin/cronkit abuse --timeout 12m\n", wantLine: 1,
 			wantSpec: "*/15 * * * *", wantLoc: time.UTC,
 			wantArgs: []string{"abuse", "--timeout", "12m"}, wantJob: "abuse",
 		},
@@ -71,15 +71,27 @@ func TestParseCrontabGoodLines(t *testing.T) {
 		},
 		{
 			name: "TZ with spaces and quotes", system: true,
-			text:     "TZ = \"Europe/Berlin\"\n@hourly cronkit /usr/local/bin/jobs drip --timeout 50m\n",
+			text:     "TZ = \"Europe/Berlin\"\n@hourly cronkit /usr/bin/cronkit drip --timeout 50m\n",
 			wantLine: 2, wantSpec: "@hourly", wantLoc: berlin, wantUser: "cronkit",
 			wantArgs: []string{"drip", "--timeout", "50m"}, wantJob: "drip",
 		},
 		{
 			name: "@every takes its duration", system: true,
-			text:     "@every 90m   cronkit   /usr/local/bin/jobs billing rate --timeout=80m\n",
+			text:     "@every 90m   cronkit   /usr/bin/cronkit billing rate --timeout=80m\n",
 			wantLine: 1, wantSpec: "@every 90m", wantLoc: time.UTC, wantUser: "cronkit",
 			wantArgs: []string{"billing", "rate", "--timeout=80m"}, wantJob: "billing rate",
+		},
+		{
+			name: "a cronkit-<job> link runs its job", system: true,
+			text:     "5 * * * * cronkit /usr/bin/cronkit-billing --timeout 50m\n",
+			wantLine: 1, wantSpec: "5 * * * *", wantLoc: time.UTC, wantUser: "cronkit",
+			wantArgs: []string{"billing", "--timeout", "50m"}, wantJob: "billing",
+		},
+		{
+			name: "a link's remaining words follow its job",
+			text: "*/15 * * * * cronkit-drip unsubscribe-server --listen 127.0.0.1:8025\n", wantLine: 1,
+			wantSpec: "*/15 * * * *", wantLoc: time.UTC,
+			wantArgs: []string{"drip", "unsubscribe-server", "--listen", "127.0.0.1:8025"}, wantJob: "drip unsubscribe-server",
 		},
 		{
 			name: "quoted arguments keep their spaces", system: true,
@@ -135,19 +147,20 @@ func TestParseCrontabBadLines(t *testing.T) {
 		wantLine int
 		wantMsg  string
 	}{
-		{"bad minute", true, "# c\n61 * * * * cronkit /usr/local/bin/jobs billing\n", 2, "above maximum"},
+		{"bad minute", true, "# c\n61 * * * * cronkit /usr/bin/cronkit billing\n", 2, "above maximum"},
 		{"too few fields", true, "5 * * cronkit\n", 1, "schedule"},
-		{"unknown descriptor", true, "\n\n@fortnightly cronkit /usr/local/bin/jobs billing\n", 3, "unrecognized descriptor"},
-		{"@reboot", true, "@reboot cronkit /usr/local/bin/jobs billing\n", 1, "@reboot"},
-		{"not the jobs binary", true, "5 * * * * cronkit /usr/bin/curl http://x\n", 1, `"/usr/bin/curl" is not the jobs binary`},
-		{"missing user field", true, "5 * * * * /usr/local/bin/jobs billing --timeout 50m\n", 1, "missing user field"},
+		{"unknown descriptor", true, "\n\n@fortnightly cronkit /usr/bin/cronkit billing\n", 3, "unrecognized descriptor"},
+		{"@reboot", true, "@reboot cronkit /usr/bin/cronkit billing\n", 1, "@reboot"},
+		{"not the cronkit binary", true, "5 * * * * cronkit /usr/bin/curl http://x\n", 1, `"/usr/bin/curl" is not the cronkit binary`},
+		{"missing user field", true, "5 * * * * /usr/bin/cronkit billing --timeout 50m\n", 1, "missing user field"},
 		{"missing user, bare binary", true, "5 * * * * jobs billing\n", 1, "missing user field"},
-		{"user field in a user crontab", false, "5 * * * * cronkit /usr/local/bin/jobs billing\n", 1, `"cronkit" is not the jobs binary`},
-		{"no subcommand", true, "5 * * * * cronkit /usr/local/bin/jobs\n", 1, "no subcommand"},
-		{"shell redirection", true, "5 * * * * cronkit /usr/local/bin/jobs billing >/dev/null 2>&1\n", 1, "shell syntax"},
-		{"percent sign", true, "5 * * * * cronkit /usr/local/bin/jobs billing --note 50%\n", 1, "newline"},
-		{"variable in quotes", true, "5 * * * * cronkit /usr/local/bin/jobs billing --note \"$HOME\"\n", 1, "shell expansion"},
-		{"unterminated quote", true, "5 * * * * cronkit /usr/local/bin/jobs billing 'x\n", 1, "unterminated"},
+		{"user field in a user crontab", false, "5 * * * * cronkit /usr/bin/cronkit billing\n", 1, `"cronkit" before the command looks like a cron.d user field`},
+		{"no subcommand", true, "5 * * * * cronkit /usr/bin/cronkit\n", 1, "no subcommand"},
+		{"a link without its job", true, "5 * * * * cronkit /usr/bin/cronkit- billing\n", 1, "not the cronkit binary"},
+		{"shell redirection", true, "5 * * * * cronkit /usr/bin/cronkit billing >/dev/null 2>&1\n", 1, "shell syntax"},
+		{"percent sign", true, "5 * * * * cronkit /usr/bin/cronkit billing --note 50%\n", 1, "newline"},
+		{"variable in quotes", true, "5 * * * * cronkit /usr/bin/cronkit billing --note \"$HOME\"\n", 1, "shell expansion"},
+		{"unterminated quote", true, "5 * * * * cronkit /usr/bin/cronkit billing 'x\n", 1, "unterminated"},
 		{"unknown zone", true, "CRON_TZ=Mars/Olympus\n", 1, "Mars/Olympus"},
 		{"garbage", true, "hello world\n", 1, "neither a schedule"},
 	}
@@ -175,10 +188,10 @@ func TestParseCrontabBadLines(t *testing.T) {
 // A bad line does not hide the good ones around it, and every bad line is reported.
 func TestParseCrontabKeepsGoingAfterErrors(t *testing.T) {
 	text := strings.Join([]string{
-		"5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m",
-		"5 * * * * /usr/local/bin/jobs billing",
-		"*/15 * * * * cronkit /usr/local/bin/jobs abuse --timeout 12m",
-		"99 * * * * cronkit /usr/local/bin/jobs abuse",
+		"5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m",
+		"5 * * * * /usr/bin/cronkit billing",
+		"*/15 * * * * cronkit /usr/bin/cronkit abuse --timeout 12m",
+		"99 * * * * cronkit /usr/bin/cronkit abuse",
 	}, "\n")
 	entries, err := ParseCrontab(strings.NewReader(text), "mixed.cron", true)
 	if len(entries) != 2 || entries[0].Line != 1 || entries[1].Line != 3 {

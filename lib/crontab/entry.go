@@ -26,9 +26,18 @@ const (
 	FormatKubernetes = "kubernetes" // a batch/v1 CronJob
 )
 
-// BinaryName is the base name every scheduled command must run: a schedule that runs
-// anything else is not a cronkit job and cannot be checked against its subcommands.
-const BinaryName = "jobs"
+// BinaryName is the base name every scheduled command must run (/usr/bin/cronkit, or
+// one of its LinkPrefix links): a schedule that runs anything else is not a cronkit
+// job and cannot be checked against its subcommands.
+const BinaryName = "cronkit"
+
+// LinkPrefix starts the names of the single-purpose links the package installs:
+// cronkit-billing --timeout 50m runs `cronkit billing --timeout 50m`.
+const LinkPrefix = BinaryName + "-"
+
+// legacyBinaryName is the name `make build` gave the binary before it was packaged;
+// schedules written for it still check.
+const legacyBinaryName = "jobs"
 
 // Entry is one scheduled run of the jobs binary, whatever file it came from.
 type Entry struct {
@@ -133,16 +142,40 @@ func parseSpec(spec string, loc *time.Location) (cron.Schedule, error) {
 	return sched, nil
 }
 
-// commandArgs checks that words run the jobs binary and returns its arguments.
+// binaryArgs reports whether words run the cronkit binary and returns the arguments
+// it sees: a link's job comes first (cronkit-billing --x is billing --x).
+func binaryArgs(words []string) ([]string, bool) {
+	if len(words) == 0 {
+		return nil, false
+	}
+	name := path.Base(words[0])
+	if name == BinaryName || name == legacyBinaryName {
+		return append([]string(nil), words[1:]...), true
+	}
+	if job, ok := strings.CutPrefix(name, LinkPrefix); ok && job != "" {
+		return append([]string{job}, words[1:]...), true
+	}
+	return nil, false
+}
+
+// commandArgs checks that words run the cronkit binary and returns its arguments.
 func commandArgs(words []string) ([]string, error) {
 	if len(words) == 0 {
 		return nil, fmt.Errorf("missing command")
 	}
-	if path.Base(words[0]) != BinaryName {
+	args, ok := binaryArgs(words)
+	if !ok {
 		return nil, fmt.Errorf("command %q is not the %s binary", words[0], BinaryName)
 	}
-	if len(words) == 1 {
+	if len(args) == 0 {
 		return nil, fmt.Errorf("command %q has no subcommand", words[0])
 	}
-	return append([]string(nil), words[1:]...), nil
+	// "cronkit /usr/bin/cronkit billing" in a user crontab: the first word was meant
+	// as cron.d's user field, which a user crontab does not have.
+	if strings.Contains(args[0], "/") {
+		if _, ok := binaryArgs(args); ok {
+			return nil, fmt.Errorf("%q before the command looks like a cron.d user field, which a user crontab has not", words[0])
+		}
+	}
+	return args, nil
 }

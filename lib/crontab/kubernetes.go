@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -115,7 +114,7 @@ func cronJobEntry(cj *cronJob, doc *yaml.Node, source string) (Entry, error) {
 	pod := &cj.Spec.JobTemplate.Spec.Template.Spec
 	var found []int
 	for i, c := range pod.Containers {
-		if len(c.Command) > 0 && path.Base(c.Command[0]) == BinaryName {
+		if _, ok := binaryArgs(c.Command); ok {
 			found = append(found, i)
 		}
 	}

@@ -32,7 +32,7 @@ spec:
               command: ["sleep", "1"]
             - name: jobs
               image: cronkit
-              command: ["/usr/local/bin/jobs", "billing"]
+              command: ["/usr/bin/cronkit", "billing"]
               args: ["--timeout", "50m"]
 ---
 ---
@@ -48,8 +48,8 @@ spec:
         spec:
           containers:
             - name: jobs
-              command: [jobs]
-              args: [abuse, --timeout, 12m]
+              command: [cronkit-abuse]
+              args: [--timeout, 12m]
               securityContext:
                 runAsUser: 42
 `
@@ -92,7 +92,7 @@ func TestParseKubernetesErrors(t *testing.T) {
 		return "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: x\nspec:\n" + spec +
 			"  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n" + container
 	}
-	jobs := "            - name: jobs\n              command: [/usr/local/bin/jobs, billing]\n"
+	jobs := "            - name: jobs\n              command: [/usr/bin/cronkit, billing]\n"
 	tests := []struct {
 		name, yaml, wantAt, want string
 	}{
@@ -100,7 +100,7 @@ func TestParseKubernetesErrors(t *testing.T) {
 		{"unknown descriptor", cronJob("  schedule: \"@fortnightly\"\n", jobs), "k.yaml:6: ", "unrecognized descriptor"},
 		{"zone in the schedule", cronJob("  schedule: \"CRON_TZ=UTC 5 * * * *\"\n", jobs), "k.yaml:6: ", "time zone outside the spec"},
 		{"bad zone", cronJob("  schedule: \"5 * * * *\"\n  timeZone: Mars/Olympus\n", jobs), "k.yaml:7: ", "Mars/Olympus"},
-		{"not the jobs binary", cronJob("  schedule: \"5 * * * *\"\n", "            - name: c\n              command: [/bin/sh, -c, jobs billing]\n"), "k.yaml:12: ", "no container"},
+		{"not the cronkit binary", cronJob("  schedule: \"5 * * * *\"\n", "            - name: c\n              command: [/bin/sh, -c, jobs billing]\n"), "k.yaml:12: ", "no container"},
 		{"command without subcommand", cronJob("  schedule: \"5 * * * *\"\n", "            - name: c\n              command: [jobs]\n"), "k.yaml:12: ", "no subcommand"},
 		{"old apiVersion", strings.Replace(cronJob("  schedule: \"5 * * * *\"\n", jobs), "batch/v1", "batch/v1beta1", 1), "k.yaml:1: ", "want batch/v1"},
 		{"yaml syntax", "kind: CronJob\nspec: [\n", "k.yaml: ", "yaml"},

@@ -98,9 +98,9 @@ func TestLoadDirReportsEveryBrokenFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("a.cron", "5 * * * * cronkit /usr/local/bin/jobs billing --timeout 50m\n61 * * * * cronkit /usr/local/bin/jobs abuse\n")
+	write("a.cron", "5 * * * * cronkit /usr/bin/cronkit billing --timeout 50m\n61 * * * * cronkit /usr/bin/cronkit abuse\n")
 	write("systemd/x.timer", "[Timer]\nOnCalendar=*-*-* *:05:30\n")
-	write("systemd/x.service", "[Service]\nExecStart=/usr/local/bin/jobs billing\n")
+	write("systemd/x.service", "[Service]\nExecStart=/usr/bin/cronkit billing\n")
 	write("k8s/cj.yml", "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\nspec:\n  schedule: \"@fortnightly\"\n")
 
 	entries, err := LoadDir(dir)

@@ -79,7 +79,7 @@ Description=test
 [Service]
 Type=oneshot
 User=cronkit
-ExecStart=/usr/local/bin/jobs billing \
+ExecStart=/usr/bin/cronkit billing \
     --timeout 50m --note "a b" --pct 5%%
 `
 
@@ -130,23 +130,23 @@ func TestParseSystemdErrors(t *testing.T) {
 		wantAt string
 		want   string
 	}{
-		{"bad calendar", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\n\nOnCalendar=*-*-* *:05:30\n")}, "a.service": svc("ExecStart=/usr/local/bin/jobs billing")},
+		{"bad calendar", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\n\nOnCalendar=*-*-* *:05:30\n")}, "a.service": svc("ExecStart=/usr/bin/cronkit billing")},
 			"d/a.timer:3: ", "seconds"},
-		{"monotonic timer", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\nOnBootSec=5min\nOnCalendar=hourly\n")}, "a.service": svc("ExecStart=/usr/local/bin/jobs billing")},
+		{"monotonic timer", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\nOnBootSec=5min\nOnCalendar=hourly\n")}, "a.service": svc("ExecStart=/usr/bin/cronkit billing")},
 			"d/a.timer:2: ", "monotonic"},
-		{"no OnCalendar", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\nPersistent=true\n")}, "a.service": svc("ExecStart=/usr/local/bin/jobs billing")},
+		{"no OnCalendar", fstest.MapFS{"a.timer": {Data: []byte("[Timer]\nPersistent=true\n")}, "a.service": svc("ExecStart=/usr/bin/cronkit billing")},
 			"d/a.timer: ", "no OnCalendar"},
 		{"missing service", fstest.MapFS{"a.timer": timer},
 			"d/a.service: ", "not exist"},
-		{"not the jobs binary", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/bin/sh -c 'jobs billing'")},
-			"d/a.service:3: ", "not the jobs binary"},
-		{"ignore-failure prefix", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=-/usr/local/bin/jobs billing")},
+		{"not the cronkit binary", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/bin/sh -c 'jobs billing'")},
+			"d/a.service:3: ", "not the cronkit binary"},
+		{"ignore-failure prefix", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=-/usr/bin/cronkit billing")},
 			"d/a.service:3: ", "prefix"},
-		{"env substitution", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/local/bin/jobs billing --timeout ${T}")},
+		{"env substitution", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/bin/cronkit billing --timeout ${T}")},
 			"d/a.service:3: ", "substitution"},
-		{"specifier", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/local/bin/jobs billing --name %n")},
+		{"specifier", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/bin/cronkit billing --name %n")},
 			"d/a.service:3: ", "specifiers"},
-		{"two ExecStart", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/local/bin/jobs billing\nExecStart=/usr/local/bin/jobs abuse")},
+		{"two ExecStart", fstest.MapFS{"a.timer": timer, "a.service": svc("ExecStart=/usr/bin/cronkit billing\nExecStart=/usr/bin/cronkit abuse")},
 			"d/a.service:4: ", "several ExecStart"},
 		{"line outside a section", fstest.MapFS{"a.timer": {Data: []byte("OnCalendar=hourly\n")}},
 			"d/a.timer:1: ", "Section"},

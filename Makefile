@@ -30,7 +30,7 @@ binaries: ## static linux binaries for each of $(ARCHES), in dist/
 	@mkdir -p dist
 	for a in $(ARCHES); do GOOS=linux GOARCH=$$a $(GOBUILD) -o dist/cronkit_$(VERSION)_linux_$$a ./cmd/jobs || exit 1; done
 
-deb: binaries ## dist/cronkit_<version>-1_<arch>.deb with nfpm (packaging/nfpm.yaml)
+deb: binaries ## dist/cronkit_<version>_<arch>.deb with nfpm (packaging/nfpm.yaml)
 	scripts/builddeb $(ARCHES)
 
 deb-check: deb ## contents and modes, systemd-analyze verify, lintian
@@ -43,7 +43,7 @@ image: ## dist/cronkit_<version>_image.tar: docker-archive, static binary on an 
 		--version $(VERSION) --revision $(COMMIT) --out dist/cronkit_$(VERSION)_image.tar
 
 image-check: image ## crane validate, the config, and the binary run from the layer with chroot
-	scripts/checkimage dist/cronkit_$(VERSION)_image.tar
+	IMAGE=$(IMAGE) scripts/checkimage dist/cronkit_$(VERSION)_image.tar
 
 dist: binaries deb image ## binaries, .debs, image tarball and SHA256SUMS in dist/
 	cd dist && rm -f SHA256SUMS && sha256sum cronkit_$(VERSION)_* > SHA256SUMS && cat SHA256SUMS

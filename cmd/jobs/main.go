@@ -12,6 +12,11 @@ import (
 	// zoneinfo: a distroless image has none.
 	_ "time/tzdata"
 
+	// CA roots for TLS to Stripe, CloudStack and SMTP where the host has none (the
+	// image's empty base): used only when no system roots are found, so a Debian
+	// host's /etc/ssl and SSL_CERT_FILE still decide there.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/cronkit/cronkit/lib/run"
 )
 

@@ -193,7 +193,8 @@ func TestImageTarball(t *testing.T) {
 	}
 	chroot := func(env []string, args ...string) (string, error) {
 		cmd := exec.Command("chroot", append([]string{"--userspec=" + userspec, root, "/usr/bin/cronkit"}, args...)...)
-		cmd.Env = env
+		// Only what is given: not this host's SSL_CERT_FILE, SSL_CERT_DIR or CRONKIT_*.
+		cmd.Env = append([]string{"PATH=/usr/bin"}, env...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}

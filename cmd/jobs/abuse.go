@@ -15,7 +15,7 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// abuseCommand is `jobs abuse`: the enforcement run (every 15 minutes from cron), and
+// abuseCommand is `cronkit abuse`: the enforcement run (every 15 minutes from cron), and
 // the ops surface around its two state machines.
 func abuseCommand() *command {
 	return &command{
@@ -172,7 +172,7 @@ func (f *abuseFlags) runOnly() error {
 		return run.Usagef("--reason is for the operator commands (clear, approve, confirm, exclude), not for a run")
 	}
 	if f.machine != "" {
-		return run.Usagef("--machine is for jobs abuse graph, not for a run")
+		return run.Usagef("--machine is for cronkit abuse graph, not for a run")
 	}
 	return nil
 }
@@ -209,7 +209,7 @@ func abuseOperator(e *env) string {
 // actor. It has no dry run, so --now may not be in the future.
 func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFlags, f *abuseFlags, op, arg string) error {
 	if k.run.dryRun {
-		return run.Usagef("operator commands have no dry run; look first with jobs abuse show ACCOUNT")
+		return run.Usagef("operator commands have no dry run; look first with cronkit abuse show ACCOUNT")
 	}
 	if err := k.out.validate(); err != nil {
 		return err
@@ -266,7 +266,7 @@ func abuseOperate(ctx context.Context, k *jobKit, clock *clockFlags, mf *mailFla
 		fmt.Fprintf(w, "account %d tagged %s\n", c.AccountID, res.Tagged)
 	}
 	if res.PendingActions > 0 {
-		fmt.Fprintf(w, "%d action(s) queued; the next run performs them, or now: jobs abuse --account %d\n",
+		fmt.Fprintf(w, "%d action(s) queued; the next run performs them, or now: cronkit abuse --account %d\n",
 			res.PendingActions, c.AccountID)
 	}
 	return nil

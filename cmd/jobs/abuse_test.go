@@ -124,7 +124,7 @@ VALUES (?, ?, ?, 'EUR', ?, ?, 'open', ?, ?, ?)`, id, account, due.AddDate(0, -1,
 	return w
 }
 
-// env is the whole environment of a `jobs abuse` run against the world.
+// env is the whole environment of a `cronkit abuse` run against the world.
 func (w *abuseWorld) env(dsn string) map[string]string {
 	return map[string]string{
 		"CRONKIT_DB_DSN":                dsn,
@@ -410,7 +410,7 @@ func TestAbuseSIGKILLAtRandomPointsConverges(t *testing.T) {
 		_ = cmd.Wait()
 		code := cmd.ProcessState.ExitCode()
 		if kill == 0 && code != 0 {
-			t.Fatalf("jobs %s: exit %d\n%s", strings.Join(args, " "), code, out.String())
+			t.Fatalf("cronkit %s: exit %d\n%s", strings.Join(args, " "), code, out.String())
 		}
 		return code
 	}

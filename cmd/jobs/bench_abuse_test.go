@@ -19,7 +19,7 @@ import (
 	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
 )
 
-// BenchmarkAbuseRun is `jobs abuse` over 1 million accounts of which 1,000 need
+// BenchmarkAbuseRun is `cronkit abuse` over 1 million accounts of which 1,000 need
 // action (952 overdue invoices to remind, 48 miners to flag and suspend), beside 200
 // fresh, honest trial signups the free-credit pass must read but leave alone. The
 // baseline is the bare candidate queries (abuse.Job.Candidates) on the same server: a
@@ -160,7 +160,7 @@ SELECT seq * ?, '2026-09-01', 'EUR', 50, 5000, 'open', ?, ?, ? FROM seq_1_to_`+s
 		err := cmd.Run()
 		el := time.Since(start)
 		if err != nil {
-			b.Fatalf("jobs %s: %v\n%s", strings.Join(args, " "), err, out.String())
+			b.Fatalf("cronkit %s: %v\n%s", strings.Join(args, " "), err, out.String())
 		}
 		return el, out.String()
 	}

@@ -216,7 +216,7 @@ func (m measured) plus(o measured) measured {
 	return measured{wall: m.wall + o.wall, cpu: m.cpu + o.cpu, cpuKnown: m.cpuKnown && o.cpuKnown}
 }
 
-// benchRateEnv runs `jobs billing rate` at now, logs as JSON, without a timeout.
+// benchRateEnv runs `cronkit billing rate` at now, logs as JSON, without a timeout.
 func benchRateEnv(db string) []string {
 	return []string{"CRONKIT_DB_DSN=" + db, "CRONKIT_LOG_FORMAT=json", "CRONKIT_TIMEOUT=0"}
 }
@@ -269,7 +269,7 @@ func rateAgainstFloor(b *testing.B, db *sql.DB, bin, dsn string, now time.Time) 
 }
 
 // BenchmarkBillingRate rates 10 million usage rows (100k accounts, 2 products, 50
-// hours) with `jobs billing rate`, against the floor (read + write, benchFloor)
+// hours) with `cronkit billing rate`, against the floor (read + write, benchFloor)
 // and, as before, one bare INSERT ... SELECT ... GROUP BY with the same price join
 // on the same server. CRONKIT_BENCH_ACCOUNTS and CRONKIT_BENCH_HOURS shrink it.
 func BenchmarkBillingRate(b *testing.B) {
@@ -311,13 +311,13 @@ GROUP BY u.hour, u.account_id, u.product`)
 	floor := read.plus(write)
 	b.ReportMetric(job.wall.Seconds()/floor.wall.Seconds(), "x-floor")
 	b.ReportMetric(job.wall.Seconds()/base.Seconds(), "x-baseline")
-	fmt.Printf("billing rate: %d usage rows, %d accounts: jobs %s; floor %s (read %s + write %s): %s (target <= 1.3x); bare INSERT ... SELECT %s: %.2fx\n",
+	fmt.Printf("billing rate: %d usage rows, %d accounts: cronkit %s; floor %s (read %s + write %s): %s (target <= 1.3x); bare INSERT ... SELECT %s: %.2fx\n",
 		rows, accounts, job.wall.Round(time.Millisecond), floor.wall.Round(time.Millisecond), read.wall.Round(time.Millisecond),
 		write.wall.Round(time.Millisecond), text, base.Round(time.Millisecond), job.wall.Seconds()/base.Seconds())
 }
 
 // BenchmarkBillingCatchUp rates 1,440 hours of 1,000 usage rows each (500 accounts,
-// 2 products: two months of outage, or a first install with history) with `jobs
+// 2 products: two months of outage, or a first install with history) with `cronkit
 // billing rate`, against the floor (read + write, benchFloor). CRONKIT_BENCH_
 // CATCHUP_HOURS and CRONKIT_BENCH_CATCHUP_ACCOUNTS shrink it.
 func BenchmarkBillingCatchUp(b *testing.B) {
@@ -345,7 +345,7 @@ func BenchmarkBillingCatchUp(b *testing.B) {
 	}
 	floor := read.plus(write)
 	b.ReportMetric(job.wall.Seconds()/floor.wall.Seconds(), "x-floor")
-	fmt.Printf("billing catch-up: %d hours x %d usage rows: jobs %s; floor %s (read %s + write %s): %s (target <= 1.3x)\n",
+	fmt.Printf("billing catch-up: %d hours x %d usage rows: cronkit %s; floor %s (read %s + write %s): %s (target <= 1.3x)\n",
 		hours, accounts*2, job.wall.Round(time.Millisecond), floor.wall.Round(time.Millisecond), read.wall.Round(time.Millisecond),
 		write.wall.Round(time.Millisecond), text)
 }
@@ -353,10 +353,10 @@ func BenchmarkBillingCatchUp(b *testing.B) {
 // BenchmarkBillingImportThenRate loads 1 million usage rows into hours already
 // rated (a second resource for each of 1,000 accounts' two products over 500
 // hours: an import, a replay, collect catching up), with fresh recorded_at, then
-// runs `jobs billing rate` twice. The first run re-rates every key the load
+// runs `cronkit billing rate` twice. The first run re-rates every key the load
 // touched, against re-rating those keys with one bare INSERT ... SELECT ... ON
 // DUPLICATE KEY UPDATE into a copy of the charges; the second has nothing to do,
-// against `jobs noop`. CRONKIT_BENCH_IMPORT_ACCOUNTS and CRONKIT_BENCH_IMPORT_HOURS
+// against `cronkit noop`. CRONKIT_BENCH_IMPORT_ACCOUNTS and CRONKIT_BENCH_IMPORT_HOURS
 // shrink it.
 func BenchmarkBillingImportThenRate(b *testing.B) {
 	needBench(b)
@@ -483,7 +483,7 @@ GROUP BY u.hour, u.account_id, u.product` + upsert},
 	for _, r := range rounds {
 		runs = append(runs, r.first.ratios(r.base))
 	}
-	// Idle runs and `jobs noop`, for medians. Cron runs an hour apart; back to
+	// Idle runs and `cronkit noop`, for medians. Cron runs an hour apart; back to
 	// back, each run would find INNODB_TRX just read by the previous one and wait
 	// for InnoDB to refresh it (0.1 s).
 	idle := []time.Duration{med.second.wall}
@@ -502,14 +502,14 @@ GROUP BY u.hour, u.account_id, u.product` + upsert},
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(med.first.wall.Seconds()/med.base.wall.Seconds(), "x-bare-rerate")
 	b.ReportMetric(ms(med.second.wall)/ms(noop[2]), "x-noop")
-	fmt.Printf("billing import then rate: %d usage rows into %d rated hours: first run %s, bare re-rate (%s) %s: %s (target <= 1.5x)%s; second run %.1f ms (idle median %.1f ms), jobs noop median %.1f ms: %.2fx (target <= 2x)\n",
+	fmt.Printf("billing import then rate: %d usage rows into %d rated hours: first run %s, bare re-rate (%s) %s: %s (target <= 1.5x)%s; second run %.1f ms (idle median %.1f ms), cronkit noop median %.1f ms: %.2fx (target <= 2x)\n",
 		rows, hours, med.first.wall.Round(time.Millisecond), med.form, med.base.wall.Round(time.Millisecond), med.first.ratios(med.base),
 		map[bool]string{true: "; runs: " + strings.Join(runs, "; "), false: ""}[len(runs) > 1],
 		ms(med.second.wall), ms(idle[2]), ms(noop[2]), ms(med.second.wall)/ms(noop[2]))
 }
 
-// BenchmarkBillingNothingToDo times `jobs billing` when everything is rated, closed
-// and charged (connect, lock, record the run, exit), against `jobs version`: the
+// BenchmarkBillingNothingToDo times `cronkit billing` when everything is rated, closed
+// and charged (connect, lock, record the run, exit), against `cronkit version`: the
 // cost of starting the process at all.
 func BenchmarkBillingNothingToDo(b *testing.B) {
 	needBench(b)
@@ -558,6 +558,6 @@ func BenchmarkBillingNothingToDo(b *testing.B) {
 	b.ReportMetric(ms(jobT), "ms-median")
 	b.ReportMetric(float64(jobRSS)/1024, "MiB-max-rss")
 	b.ReportMetric(ms(jobT)/ms(baseT), "x-baseline")
-	fmt.Printf("billing nothing to do: median %.1f ms, max RSS %.1f MiB (target < 30 ms, < 20 MiB); jobs version: median %.1f ms, max RSS %.1f MiB; %.1fx\n",
+	fmt.Printf("billing nothing to do: median %.1f ms, max RSS %.1f MiB (target < 30 ms, < 20 MiB); cronkit version: median %.1f ms, max RSS %.1f MiB; %.1fx\n",
 		ms(jobT), float64(jobRSS)/1024, ms(baseT), float64(baseRSS)/1024, ms(jobT)/ms(baseT))
 }

@@ -88,7 +88,7 @@ func readOnly(b *testing.B, api string, now time.Time, hours int) (time.Duration
 }
 
 // BenchmarkBillingCollect collects N usage records served by the fake CloudStack into
-// usage_records with `jobs billing collect`, against reading the same pages without
+// usage_records with `cronkit billing collect`, against reading the same pages without
 // writing (the target is <= 2x), at two sizes whose peak RSS shows memory does not
 // grow with N. N grows with the number of hours (days of history), the accounts stay
 // the same: collect holds one page in flight and, for its duplicate check, the
@@ -113,7 +113,7 @@ func BenchmarkBillingCollect(b *testing.B) {
 		elapsed, rss, code, out := runMeasured(b, bin, envList(env), "billing", "collect", "--output", "json")
 		b.StopTimer()
 		if code != 0 {
-			b.Fatalf("jobs billing collect: exit %d\n%.3000s", code, out)
+			b.Fatalf("cronkit billing collect: exit %d\n%.3000s", code, out)
 		}
 		var rows, raw int
 		if err := db.QueryRow(`SELECT (SELECT COUNT(*) FROM usage_records), (SELECT COUNT(*) FROM cloudstack_usage)`).Scan(&rows, &raw); err != nil {
@@ -126,7 +126,7 @@ func BenchmarkBillingCollect(b *testing.B) {
 		ratio := elapsed.Seconds() / readT.Seconds()
 		b.ReportMetric(ratio, fmt.Sprintf("x-read-%dk", n/1000))
 		b.ReportMetric(float64(rss)/1024, fmt.Sprintf("MiB-peak-rss-%dk", n/1000))
-		fmt.Printf("billing collect: %d records (%d accounts x %d hours): jobs %s (%s per 100k), read only %s (%s per 100k): %.2fx (target <= 2x); peak RSS %.1f MiB\n",
+		fmt.Printf("billing collect: %d records (%d accounts x %d hours): cronkit %s (%s per 100k), read only %s (%s per 100k): %.2fx (target <= 2x); peak RSS %.1f MiB\n",
 			n, accounts, h, elapsed.Round(time.Millisecond), per(elapsed).Round(time.Millisecond),
 			readT.Round(time.Millisecond), per(readT).Round(time.Millisecond), ratio, float64(rss)/1024)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 )
 
-// BenchmarkDripRun is `jobs drip` with 50,000 signups in the funnel, 5,000 of them
+// BenchmarkDripRun is `cronkit drip` with 50,000 signups in the funnel, 5,000 of them
 // due now (tips, five days after signup), among a population of customers from
 // before the funnel, at two population sizes (CRONKIT_BENCH_ACCOUNTS, default 1
 // million, and a quarter of it): a run's cost must follow the accounts due, not the
@@ -62,7 +62,7 @@ func BenchmarkDripRun(b *testing.B) {
 	run := func(env []string, extra ...string) (time.Duration, int64, string) {
 		el, rss, code, out := runPeakRSS(b, bin, env, append(append([]string(nil), args...), extra...)...)
 		if code != 0 {
-			b.Fatalf("jobs drip %v: exit %d\n%s", extra, code, out)
+			b.Fatalf("cronkit drip %v: exit %d\n%s", extra, code, out)
 		}
 		return el, rss, out
 	}

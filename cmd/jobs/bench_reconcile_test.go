@@ -139,7 +139,7 @@ WHERE p.created_at >= ? AND p.created_at < ? ORDER BY p.invoice_id, p.attempt`, 
 }
 
 // BenchmarkReconcilePayments reconciles N payments (default one million) with
-// `jobs reconcile payments`, against reading and staging both sides without matching
+// `cronkit reconcile payments`, against reading and staging both sides without matching
 // them (the target is <= 1.5x), at N/4 and N, whose peak RSS shows memory does not
 // grow with N (target <= 128 MiB). CRONKIT_BENCH_RECONCILE_N shrinks it.
 func BenchmarkReconcilePayments(b *testing.B) {
@@ -160,7 +160,7 @@ func BenchmarkReconcilePayments(b *testing.B) {
 		elapsed, rss, code, out := runMeasuredHWM(b, bin, env, "reconcile", "payments", "--output", "json")
 		b.StopTimer()
 		if code != 0 {
-			b.Fatalf("jobs reconcile payments: exit %d\n%.3000s", code, out)
+			b.Fatalf("cronkit reconcile payments: exit %d\n%.3000s", code, out)
 		}
 		// The report and the log lines share the output: the report is the value with
 		// counts.
@@ -180,7 +180,7 @@ func BenchmarkReconcilePayments(b *testing.B) {
 		ratio := elapsed.Seconds() / floor.Seconds()
 		b.ReportMetric(ratio, fmt.Sprintf("x-read-and-stage-%dk", size/1000))
 		b.ReportMetric(float64(rss)/1024, fmt.Sprintf("MiB-peak-rss-%dk", size/1000))
-		fmt.Printf("reconcile payments: %d payments: jobs %s, reading and staging both sides %s: %.2fx (target <= 1.5x); peak RSS %.1f MiB (target <= 128 MiB)\n",
+		fmt.Printf("reconcile payments: %d payments: cronkit %s, reading and staging both sides %s: %.2fx (target <= 1.5x); peak RSS %.1f MiB (target <= 128 MiB)\n",
 			size, elapsed.Round(time.Millisecond), floor.Round(time.Millisecond), ratio, float64(rss)/1024)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// billingCommand is `jobs billing [collect|rate|close|charge|show-invoice ID]`: the
+// billingCommand is `cronkit billing [collect|rate|close|charge|show-invoice ID]`: the
 // phases alone for ops, all of them in order by default (hourly from cron); collect
 // only with --products.
 func billingCommand() *command {
@@ -48,7 +48,7 @@ func billingCommand() *command {
 				}
 				need := ""
 				if verb == "" || verb == "charge" {
-					need = "charging ('jobs billing rate' and 'close' do not)"
+					need = "charging ('cronkit billing rate' and 'close' do not)"
 				}
 				pay, err := stripe.client(k.run.dryRun, need)
 				if err != nil {
@@ -120,7 +120,7 @@ func (f *billingFlags) register(fs *flag.FlagSet) {
 func (f *billingFlags) loadProducts(verb string) (*billing.Products, error) {
 	if f.products == "" {
 		if verb == "collect" {
-			return nil, run.Usagef("'jobs billing collect' needs --products (or CRONKIT_PRODUCTS): the product mapping")
+			return nil, run.Usagef("'cronkit billing collect' needs --products (or CRONKIT_PRODUCTS): the product mapping")
 		}
 		return nil, nil
 	}
@@ -146,7 +146,7 @@ func (f *billingFlags) config(verb string, now time.Time, o runFlags) (billing.C
 		return cfg, run.Usagef("--collect-page-size must be between 1 and %d", orchestrator.DefaultPageSize)
 	}
 	if verb == "collect" && o.account != 0 {
-		return cfg, run.Usagef("'jobs billing collect' reads every account's usage: --account does not apply")
+		return cfg, run.Usagef("'cronkit billing collect' reads every account's usage: --account does not apply")
 	}
 	if f.settle < 0 {
 		return cfg, run.Usagef("--settle-delay must not be negative")
@@ -163,7 +163,7 @@ func (f *billingFlags) config(verb string, now time.Time, o runFlags) (billing.C
 	}
 	if f.month != "" {
 		if verb != "close" {
-			return cfg, run.Usagef("--month is for 'jobs billing close'")
+			return cfg, run.Usagef("--month is for 'cronkit billing close'")
 		}
 		m, err := time.Parse("2006-01", f.month)
 		if err != nil {

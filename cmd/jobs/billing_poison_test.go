@@ -7,7 +7,7 @@ import (
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 )
 
-// The issue's poison row (99999999999999 at a unit price of 1000) made `jobs
+// The issue's poison row (99999999999999 at a unit price of 1000) made `cronkit
 // billing rate` exit 1 on "Out of range value" every run, with no account rated
 // after it. It must exit 3 with the problem reported, everyone else rated and the
 // watermark moved, and the next run must go on.

@@ -293,7 +293,7 @@ func TestBillingFlagErrorsExit2AndWriteNothing(t *testing.T) {
 		{[]string{"billing", "--settle-delay", "-1m"}, "--settle-delay must not be negative"},
 		{[]string{"billing", "--net-days", "-1"}, "--net-days must not be negative"},
 		{[]string{"billing", "close", "--month", "2025-13"}, `--month "2025-13"`},
-		{[]string{"billing", "rate", "--month", "2025-01"}, "--month is for 'jobs billing close'"},
+		{[]string{"billing", "rate", "--month", "2025-01"}, "--month is for 'cronkit billing close'"},
 		{[]string{"billing", "close", "--month", "2025-03", "--now", "2025-03-20T00:00:00Z"}, "--month 2025-03 has not ended"},
 		{[]string{"billing", "--now", "yesterday"}, `--now "yesterday"`},
 		{[]string{"billing", "--now", "2999-01-01T00:00:00Z"}, "is in the future"},
@@ -409,7 +409,7 @@ func TestBillingEndToEnd(t *testing.T) {
 	}
 }
 
-// TestBillingSIGKILLAtRandomPointsMatchesOneCleanRun kills `jobs billing` at random
+// TestBillingSIGKILLAtRandomPointsMatchesOneCleanRun kills `cronkit billing` at random
 // points of rating, closing and charging, runs it again to completion (twice), and
 // requires charges, invoices, lines, credit, payments (with their idempotency keys)
 // and the provider's PaymentIntents to be exactly what one clean run produces.

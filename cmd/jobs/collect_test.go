@@ -43,7 +43,7 @@ usage_type = 2
 
 // collectFake starts a fake CloudStack on loopback with accounts cs-1..cs-n (ours
 // 1..n, unless unknown) each running one VM since March 1st with a volume and an IP,
-// and returns the env that points `jobs billing collect` at it.
+// and returns the env that points `cronkit billing collect` at it.
 func collectFake(t testing.TB, db *mysqltest.DB, n int, unknown int) (*fakecloudstack.Server, map[string]string) {
 	t.Helper()
 	fake := fakecloudstack.New()
@@ -112,7 +112,7 @@ func TestBillingCollectUsageErrorsExit2(t *testing.T) {
 		{env, []string{"billing", "collect", "--products", filepath.Join(dir, "missing.toml")}, "--products: open"},
 		{noCS, []string{"billing", "collect"}, "--products turns collect on: no orchestrator: set --cloudstack-url"},
 		{noCS, []string{"billing", "rate"}, "--products turns collect on"},
-		{noProducts, []string{"billing", "collect"}, "'jobs billing collect' needs --products"},
+		{noProducts, []string{"billing", "collect"}, "'cronkit billing collect' needs --products"},
 		{env, []string{"billing", "collect", "--account", "3"}, "--account does not apply"},
 		{env, []string{"billing", "collect", "--collect-lookback", "0s"}, "--collect-lookback must be positive"},
 		{env, []string{"billing", "collect", "--collect-page-size", "501"}, "--collect-page-size must be between 1 and 500"},
@@ -210,7 +210,7 @@ func envList(m map[string]string) []string {
 	return out
 }
 
-// TestBillingCollectSIGKILLMatchesOneCleanRun kills `jobs billing collect` at random
+// TestBillingCollectSIGKILLMatchesOneCleanRun kills `cronkit billing collect` at random
 // points, runs it again to completion, and requires usage_records, the raw table and
 // the coverage to be exactly what one uninterrupted run writes.
 func TestBillingCollectSIGKILLMatchesOneCleanRun(t *testing.T) {

@@ -52,7 +52,7 @@ func crontabCommand() *command {
 					return run.Usagef("%v", err)
 				}
 				if err != nil {
-					fmt.Fprintf(e.stderr, "jobs crontab: %v\n", err)
+					fmt.Fprintf(e.stderr, "cronkit crontab: %v\n", err)
 				}
 				rep, cerr := crontab.Check(entries, validateArgs(e), now, *n)
 				if cerr != nil {

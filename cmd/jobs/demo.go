@@ -65,7 +65,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	if roDSN == "" {
 		roDSN = dbo.dsn
 	}
-	e.section("jobs migrate")
+	e.section("cronkit migrate")
 	if err := mysql.Migrate(ctx, db, "up", e.stdout); err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 			continue
 		}
 		if find(s.args[0]) == nil {
-			failed = append(failed, fmt.Sprintf("jobs %s: no such command in this build", s.args[0]))
+			failed = append(failed, fmt.Sprintf("cronkit %s: no such command in this build", s.args[0]))
 			continue
 		}
 		env := childEnv
@@ -186,7 +186,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 			return ctx.Err()
 		}
 		if !contains(s.ok, code) {
-			failed = append(failed, fmt.Sprintf("jobs %s exited %d", strings.Join(s.args, " "), code))
+			failed = append(failed, fmt.Sprintf("cronkit %s exited %d", strings.Join(s.args, " "), code))
 		}
 	}
 	e.section("mail sent through SMTP (captured by the sink)")
@@ -216,7 +216,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 
 func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
 	e.section(s.title)
-	fmt.Fprintf(e.stdout, "$ jobs %s\n", strings.Join(s.args, " "))
+	fmt.Fprintf(e.stdout, "$ cronkit %s\n", strings.Join(s.args, " "))
 	cmd := exec.CommandContext(ctx, e.self, s.args...)
 	cmd.Env = env
 	var out bytes.Buffer
@@ -225,7 +225,7 @@ func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
 	writeClipped(e.stdout, out.String(), 30, 8)
 	code := cmd.ProcessState.ExitCode()
 	if err != nil && code < 0 {
-		fmt.Fprintf(e.stderr, "jobs demo: %v\n", err)
+		fmt.Fprintf(e.stderr, "cronkit demo: %v\n", err)
 		return run.ExitFailed
 	}
 	fmt.Fprintf(e.stdout, "(exit %d)\n", code)

@@ -46,7 +46,7 @@ const (
 	demoUnsubscribes = 1802
 )
 
-// start runs `jobs drip unsubscribe-server` over TLS on a free loopback port (RFC 8058
+// start runs `cronkit drip unsubscribe-server` over TLS on a free loopback port (RFC 8058
 // wants https) and returns the environment the drip runs need.
 func (d *dripDemo) start(ctx context.Context, env []string) ([]string, error) {
 	certFile, keyFile, pool, err := selfSigned(d.dir)
@@ -95,7 +95,7 @@ func (d *dripDemo) start(ctx context.Context, env []string) ([]string, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	fmt.Fprintf(d.e.stdout, "unsubscribe server %s (jobs drip unsubscribe-server, TLS)\n", d.url)
+	fmt.Fprintf(d.e.stdout, "unsubscribe server %s (cronkit drip unsubscribe-server, TLS)\n", d.url)
 	return env, nil
 }
 

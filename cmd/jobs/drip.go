@@ -22,7 +22,7 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// dripCommand is `jobs drip`: the onboarding funnel (every 15 minutes from cron), the
+// dripCommand is `cronkit drip`: the onboarding funnel (every 15 minutes from cron), the
 // ops surface around it, and the unsubscribe endpoint its messages link to.
 func dripCommand() *command {
 	return &command{
@@ -123,10 +123,10 @@ func (f *dripFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.preview, "preview", "", "with --dry-run: write each message the run would queue to this directory as ACCOUNT-STEP.eml")
 	fs.StringVar(&f.since, "since", "", "the funnel's start, for its first real run only (RFC 3339 or a date; default: that run's instant): "+
 		"signups created before it never enter")
-	fs.StringVar(&f.unsubURL, "unsubscribe-url", "", "https base URL of the unsubscribe endpoint (jobs drip unsubscribe-server, or a web app's); the token is added as ?token=")
+	fs.StringVar(&f.unsubURL, "unsubscribe-url", "", "https base URL of the unsubscribe endpoint (cronkit drip unsubscribe-server, or a web app's); the token is added as ?token=")
 	fs.StringVar(&f.unsubSecret, "unsubscribe-secret", "", "HMAC secret(s) of the unsubscribe tokens, comma-separated: the first signs, all verify (rotation); "+
 		"at least 32 bytes each (openssl rand -hex 32)")
-	fs.StringVar(&f.unsubMailto, "unsubscribe-mailto", "", "address for mailto unsubscribes (List-Unsubscribe fallback; ops record them with jobs drip unsubscribe)")
+	fs.StringVar(&f.unsubMailto, "unsubscribe-mailto", "", "address for mailto unsubscribes (List-Unsubscribe fallback; ops record them with cronkit drip unsubscribe)")
 	fs.StringVar(&f.consoleURL, "console-url", "", "the console's URL, linked from the messages")
 	fs.StringVar(&f.docsURL, "docs-url", "", "the getting-started guide's URL, linked from the messages")
 	fs.StringVar(&f.billingURL, "billing-url", "", "the billing page's URL (add a payment method), linked from the messages")
@@ -272,7 +272,7 @@ func (f *dripFlags) runOnly(dryRun bool) error {
 	case f.reason != "" || f.note != "":
 		return run.Usagef("--reason and --note are for exit, suppress and lift, not for a run")
 	case f.listen != "" || f.tlsCert != "" || f.tlsKey != "":
-		return run.Usagef("--listen, --tls-cert and --tls-key are for jobs drip unsubscribe-server")
+		return run.Usagef("--listen, --tls-cert and --tls-key are for cronkit drip unsubscribe-server")
 	case f.preview != "" && !dryRun:
 		return run.Usagef("--preview writes what a dry run would send: add --dry-run")
 	}
@@ -378,7 +378,7 @@ func dripJob(k *jobKit, clock *clockFlags, f *dripFlags, db *sql.DB) (*drip.Job,
 // job_runs row): the transition row is its record, with the operator as actor.
 func dripOperate(ctx context.Context, k *jobKit, clock *clockFlags, f *dripFlags, verb, arg string) error {
 	if k.run.dryRun {
-		return run.Usagef("operator commands have no dry run; look first with jobs drip show ACCOUNT")
+		return run.Usagef("operator commands have no dry run; look first with cronkit drip show ACCOUNT")
 	}
 	if err := k.out.validate(); err != nil {
 		return err
@@ -512,7 +512,7 @@ func dripSuppressions(ctx context.Context, k *jobKit, clock *clockFlags, f *drip
 	}
 	readOnly := verb == "suppressions"
 	if !readOnly && k.run.dryRun {
-		return run.Usagef("%s has no dry run; look first with jobs drip suppressions", verb)
+		return run.Usagef("%s has no dry run; look first with cronkit drip suppressions", verb)
 	}
 	now, err := clock.clock(k.e.now, false)
 	if err != nil {
@@ -604,7 +604,7 @@ func dripGraph(e *env, f *dripFlags) error {
 	return err
 }
 
-// dripServe is `jobs drip unsubscribe-server`: lib/mail's unsubscribe handler over
+// dripServe is `cronkit drip unsubscribe-server`: lib/mail's unsubscribe handler over
 // HTTP (or HTTPS with --tls-cert/--tls-key), recording each unsubscribe in the
 // database; SIGTERM shuts it down gracefully (requests in flight finish).
 func dripServe(ctx context.Context, k *jobKit, f *dripFlags) error {

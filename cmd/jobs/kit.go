@@ -43,7 +43,7 @@ func (g *dbFlags) validate() error {
 	return nil
 }
 
-// openUnchecked connects without checking the schema: for jobs migrate and the demo,
+// openUnchecked connects without checking the schema: for cronkit migrate and the demo,
 // which bring the schema up themselves.
 func (g *dbFlags) openUnchecked(ctx context.Context, readOnly bool) (*sql.DB, error) {
 	if err := g.validate(); err != nil {

@@ -17,7 +17,7 @@ func TestFutureNowRefusedOutsideDryRun(t *testing.T) {
 	env := w.env(w.db.DSN)
 	env["CRONKIT_STRIPE_KEY"] = testStripeKey
 	future := time.Now().UTC().AddDate(1, 0, 0).Format(time.RFC3339)
-	want := "jobs %s: --now " + future + " is in the future: only a dry run (--dry-run) may look ahead\n"
+	want := "cronkit %s: --now " + future + " is in the future: only a dry run (--dry-run) may look ahead\n"
 	for _, args := range [][]string{
 		{"billing", "--now", future},
 		{"billing", "rate", "--now", future},
@@ -130,7 +130,7 @@ func TestClockRule(t *testing.T) {
 	}
 }
 
-// Plain `jobs reconcile` runs both checks, so it needs CloudStack as well as Stripe,
+// Plain `cronkit reconcile` runs both checks, so it needs CloudStack as well as Stripe,
 // and says which setting is missing.
 func TestReconcileRunsTheUsageCheckToo(t *testing.T) {
 	db := mysqltest.New(t)

@@ -95,11 +95,11 @@ func TestUsageErrorsExit2AndWriteNothing(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, out, _ := jobs(t, nil, "--help")
 	if code != 0 || !strings.Contains(out, "Exit codes") || !strings.Contains(out, "noop") {
-		t.Fatalf("jobs --help: %d %q", code, out)
+		t.Fatalf("cronkit --help: %d %q", code, out)
 	}
 	code, out, _ = jobs(t, nil, "noop", "--help")
 	if code != 0 || !strings.Contains(out, "CRONKIT_DB_DSN_FILE") || !strings.Contains(out, "--lock-wait") {
-		t.Fatalf("jobs noop --help: %d %q", code, out)
+		t.Fatalf("cronkit noop --help: %d %q", code, out)
 	}
 	if code, _, _ := jobs(t, nil); code != 2 {
 		t.Fatalf("jobs with no command: %d", code)
@@ -280,7 +280,7 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// A verb as the last argument (jobs migrate status) must parse, not panic.
+// A verb as the last argument (cronkit migrate status) must parse, not panic.
 func TestVerbAsLastArgument(t *testing.T) {
 	db := mysqltest.New(t)
 	code, out, errOut := jobs(t, map[string]string{"CRONKIT_DB_DSN": db.DSN}, "migrate", "status")

@@ -17,8 +17,8 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// reconcileChecks are the checks of jobs reconcile, in the order a plain
-// `jobs reconcile` runs them; `jobs reconcile <name>` runs one. A check is added
+// reconcileChecks are the checks of cronkit reconcile, in the order a plain
+// `cronkit reconcile` runs them; `cronkit reconcile <name>` runs one. A check is added
 // here (with the flag groups it needs) and nowhere else.
 func reconcileChecks(f *reconcileFlags) []reconcileCheck {
 	return []reconcileCheck{
@@ -46,7 +46,7 @@ type reconcileCheck struct {
 	build func(dryRun bool) (reconcile.Check, error)
 }
 
-// reconcileCommand is `jobs reconcile [CHECK|findings|ack ID --reason]`: the nightly
+// reconcileCommand is `cronkit reconcile [CHECK|findings|ack ID --reason]`: the nightly
 // comparison of what the orchestrator runs, what billing metered and what Stripe
 // took, with findings kept as tickets.
 func reconcileCommand() *command {
@@ -147,11 +147,11 @@ func (f *reconcileFlags) register(fs *flag.FlagSet) {
 func (f *reconcileFlags) runOnly(o runFlags) error {
 	switch {
 	case f.state != "" || f.class != "":
-		return run.Usagef("--state and --class are for jobs reconcile findings")
+		return run.Usagef("--state and --class are for cronkit reconcile findings")
 	case f.reason != "":
-		return run.Usagef("--reason is for jobs reconcile ack")
+		return run.Usagef("--reason is for cronkit reconcile ack")
 	case o.account != 0:
-		return run.Usagef("jobs reconcile judges whole windows: --account does not apply")
+		return run.Usagef("cronkit reconcile judges whole windows: --account does not apply")
 	}
 	return nil
 }
@@ -223,7 +223,7 @@ func reconcileFindings(ctx context.Context, k *jobKit, f *reconcileFlags) error 
 		return run.Usagef("--class %q: want one of %s", f.class, strings.Join(reconcile.Classes(), ", "))
 	}
 	if f.reason != "" || f.fix {
-		return run.Usagef("--reason and --fix are not for jobs reconcile findings")
+		return run.Usagef("--reason and --fix are not for cronkit reconcile findings")
 	}
 	db, err := k.read(ctx)
 	if err != nil {
@@ -245,7 +245,7 @@ func reconcileFindings(ctx context.Context, k *jobKit, f *reconcileFlags) error 
 // is its record, with the operator as actor.
 func reconcileAck(ctx context.Context, k *jobKit, f *reconcileFlags, arg string) error {
 	if k.run.dryRun {
-		return run.Usagef("ack has no dry run; look first with jobs reconcile findings")
+		return run.Usagef("ack has no dry run; look first with cronkit reconcile findings")
 	}
 	if err := k.out.validate(); err != nil {
 		return err

@@ -180,8 +180,8 @@ func TestReconcileUsageErrorsExit2AndWriteNothing(t *testing.T) {
 		{[]string{"reconcile", "--from", "2999-01-01", "--to", "2999-01-02"}, "is in the future"},
 		{[]string{"reconcile", "--grace", "-1h"}, "--grace must not be negative"},
 		{[]string{"reconcile", "--account", "4"}, "--account does not apply"},
-		{[]string{"reconcile", "--state", "open"}, "--state and --class are for jobs reconcile findings"},
-		{[]string{"reconcile", "payments", "--reason", "x"}, "--reason is for jobs reconcile ack"},
+		{[]string{"reconcile", "--state", "open"}, "--state and --class are for cronkit reconcile findings"},
+		{[]string{"reconcile", "payments", "--reason", "x"}, "--reason is for cronkit reconcile ack"},
 		{[]string{"reconcile", "payments", "extra"}, `unexpected argument "extra"`},
 		{[]string{"reconcile", "findings", "--state", "closed"}, `--state "closed"`},
 		{[]string{"reconcile", "findings", "--class", "lost"}, `--class "lost"`},
@@ -329,7 +329,7 @@ func TestReconcileEndToEnd(t *testing.T) {
 	}
 }
 
-// TestReconcileFixSIGKILLMatchesOneCleanRun kills `jobs reconcile --fix` at random
+// TestReconcileFixSIGKILLMatchesOneCleanRun kills `cronkit reconcile --fix` at random
 // points, runs it again to completion (twice), and requires the books, the findings
 // and the number of times each was fixed (once) to be what clean runs leave.
 func TestReconcileFixSIGKILLMatchesOneCleanRun(t *testing.T) {

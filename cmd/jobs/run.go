@@ -31,7 +31,7 @@ type env struct {
 	host       string
 	tty        bool // stderr is a terminal: console logs and progress
 	now        func() time.Time
-	// self re-executes this binary (jobs schedule runs each job as a child).
+	// self re-executes this binary (cronkit schedule runs each job as a child).
 	self string
 	// args is the command line after the binary name, recorded (redacted) in job_runs.
 	args []string
@@ -88,7 +88,7 @@ func runMain(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cmd := find(args[0])
 	if cmd == nil {
-		fmt.Fprintf(stderr, "jobs: unknown command %q (see jobs --help)\n", args[0])
+		fmt.Fprintf(stderr, "cronkit: unknown command %q (see cronkit --help)\n", args[0])
 		return run.ExitUsage
 	}
 	fn, verb, pos, err := parse(e, cmd, args[1:])
@@ -96,13 +96,13 @@ func runMain(ctx context.Context, args []string, getenv func(string) string, std
 		return run.ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "jobs %s: %v (see jobs %s --help)\n", cmd.name, err, cmd.name)
+		fmt.Fprintf(stderr, "cronkit %s: %v (see cronkit %s --help)\n", cmd.name, err, cmd.name)
 		return run.ExitUsage
 	}
 	err = fn(ctx, verb, pos)
 	// A run's errors are in its log already; anything else gets one line.
 	if err != nil && !run.IsLogged(err) {
-		fmt.Fprintf(stderr, "jobs %s: %v\n", cmd.name, err)
+		fmt.Fprintf(stderr, "cronkit %s: %v\n", cmd.name, err)
 	}
 	return run.ExitCode(err)
 }
@@ -154,7 +154,7 @@ func parse(e *env, cmd *command, args []string) (commandFunc, string, []string, 
 			}
 		}
 	}
-	fs := flag.NewFlagSet("jobs "+cmd.name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("cronkit "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fn := cmd.setup(e, fs)
 	// Errors are reported in one line by the caller; usage only on --help.
@@ -197,13 +197,13 @@ func validateArgs(e *env) func(args []string) error {
 		quiet.getenv = func(string) string { return "" }
 		_, _, _, err := parse(&quiet, cmd, args[1:])
 		if err != nil {
-			return fmt.Errorf("jobs %s: %w", args[0], err)
+			return fmt.Errorf("cronkit %s: %w", args[0], err)
 		}
 		return nil
 	}
 }
 
-// parseInterleaved lets flags follow positional arguments (jobs abuse show 42
+// parseInterleaved lets flags follow positional arguments (cronkit abuse show 42
 // --output json), which the flag package alone stops at.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
@@ -300,9 +300,9 @@ func redactArgs(args []string) []string {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `jobs: cronkit's back-office jobs for a public cloud.
+	fmt.Fprint(w, `cronkit: back-office jobs for a public cloud.
 
-Usage: jobs <command> [flags]
+Usage: cronkit <command> [flags]
 
 Commands:
 `)
@@ -317,7 +317,7 @@ secrets also read a file named by CRONKIT_<NAME>_FILE.
 
 Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with item-level
 errors or discrepancies, 75 another run holds the lock (retry later), 130 interrupted.
-Run 'jobs <command> --help' for a command's flags.
+Run 'cronkit <command> --help' for a command's flags.
 `)
 }
 
@@ -326,7 +326,7 @@ func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 	if len(c.verbs) > 0 {
 		verbs = " [" + strings.Join(c.verbs, "|") + "]"
 	}
-	fmt.Fprintf(w, "Usage: jobs %s%s [flags]\n\n%s\n\nFlags:\n", c.name, verbs, c.summary)
+	fmt.Fprintf(w, "Usage: cronkit %s%s [flags]\n\n%s\n\nFlags:\n", c.name, verbs, c.summary)
 	fs.VisitAll(func(f *flag.Flag) {
 		def := ""
 		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "false" && f.DefValue != "0s" {

@@ -75,7 +75,7 @@ func scheduleCommand() *command {
 	}
 }
 
-// startChild runs one crontab entry as `jobs <args>`, with this process's environment
+// startChild runs one crontab entry as `cronkit <args>`, with this process's environment
 // and output. When the scheduler is told to stop (outer is cancelled), running
 // children get SIGTERM so they finish their work in flight and record themselves.
 func (e *env) startChild(outer context.Context) func(ctx context.Context, en crontab.Entry) (func() error, error) {

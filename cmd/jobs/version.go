@@ -32,7 +32,7 @@ func versionCommand() *command {
 				if out.format == "json" {
 					return out.write(e.stdout, b)
 				}
-				_, err := fmt.Fprintf(e.stdout, "jobs %s (commit %s, %s) %s\n", b.Version, b.Commit, b.CommitTime, b.Go)
+				_, err := fmt.Fprintf(e.stdout, "cronkit %s (commit %s, %s) %s\n", b.Version, b.Commit, b.CommitTime, b.Go)
 				return err
 			}
 		},

@@ -337,7 +337,7 @@ func (r *Recording) update(ctx context.Context, tx *sql.Tx, id int64, p prepared
 	f := p.f
 	_, err := tx.ExecContext(ctx, sqlSeenAgain, reopen, reopen, p.seen, nullInt(f.AccountID), nullInt(f.InvoiceID),
 		nullStr(f.ResourceID), nullStr(f.PaymentIntent), nullStr(f.Amount), nullStr(f.Currency), f.Detail, p.evidence,
-		f.Fixable, p.seen, r.runID, r.scope.From, r.scope.To, id)
+		f.Fixable, p.seen, r.runID, r.scope.From, r.scope.To, r.scope.To, r.scope.From, r.scope.To, r.scope.From, id)
 	if err != nil {
 		return fmt.Errorf("update finding %d: %w", id, err)
 	}

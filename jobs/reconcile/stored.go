@@ -30,9 +30,9 @@ type StoredFinding struct {
 	Fixable       bool
 	FirstSeen     time.Time
 	LastSeen      time.Time
-	// WindowFrom and WindowTo are the window its objects were judged in: the first
-	// run's, moved to a later run's only when that window covers it (a finding seen
-	// again by a re-judging from another window keeps its own).
+	// WindowFrom and WindowTo are the window of the check that last saw it, except
+	// that a finding the payments check saw again by re-judging it from another
+	// window keeps its own (Scope.Rejudges).
 	WindowFrom, WindowTo time.Time
 
 	AcknowledgedBy string

@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit test-integration bench lint fmt vulncheck demo crontab-check clean
+.PHONY: all build test unit test-integration bench lint fmt vulncheck demo sandbox crontab-check clean
 
 all: build
 
@@ -36,6 +36,9 @@ vulncheck:
 
 demo: build ## MariaDB and the fakes on loopback, fixtures, every job dry-run then for real
 	scripts/demo
+
+sandbox: build ## the demo, then its world kept live until Ctrl-C, with the env lines that point jobs at it
+	scripts/demo --keep
 
 crontab-check: build ## parse every schedule in crontab/ and print the next runs
 	bin/jobs crontab check --dir crontab

@@ -89,7 +89,7 @@ func (p *Payments) Run(ctx context.Context, env *CheckEnv) error {
 	r := &paymentsRun{p: p, env: env, rep: env.Report,
 		je:       judgeEnv{From: env.Window.From, To: to, Cutoff: cutoff, Now: env.Now, Grace: env.Grace, ReplayWindow: BillingReplayWindow},
 		rechecks: map[int64][]int64{}, notRecheck: map[int64]bool{}, stripeTotal: map[string]int64{}, localTotal: map[string]int64{}}
-	rec, err := env.Store.Begin(ctx, Scope{Check: p.Name(), Classes: PaymentClasses(), From: r.je.From, To: r.je.To})
+	rec, err := env.Store.Begin(ctx, Scope{Check: p.Name(), Classes: PaymentClasses(), From: r.je.From, To: r.je.To, Rejudges: true})
 	if err != nil {
 		return err
 	}

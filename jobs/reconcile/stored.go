@@ -30,7 +30,9 @@ type StoredFinding struct {
 	Fixable       bool
 	FirstSeen     time.Time
 	LastSeen      time.Time
-	// WindowFrom and WindowTo are the window of the check that last saw it.
+	// WindowFrom and WindowTo are the window of the check that last saw it, except
+	// that a finding the payments check saw again by re-judging it from another
+	// window keeps its own (Scope.Rejudges).
 	WindowFrom, WindowTo time.Time
 
 	AcknowledgedBy string

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cronkit/cronkit/lib/mysql"
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 )
 
@@ -201,5 +202,42 @@ func TestPruneDryRunWithSelectOnlyUser(t *testing.T) {
 	}
 	if n := countRows(t, db.DB, "cloudstack_usage"); n != 1000 {
 		t.Fatalf("dry run deleted raw usage: %d left", n)
+	}
+}
+
+// The prune takes its own lock, cronkit.<schema>.prune: held elsewhere, a run exits
+// 75 at once and deletes nothing.
+func TestPruneTakesItsOwnLock(t *testing.T) {
+	db := mysqltest.New(t)
+	seedPruneLoad(t, db.DB, 100)
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var got int
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, mysql.LockName(db.Name, "prune")).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take the prune lock: %d %v", got, err)
+	}
+	env := map[string]string{"CRONKIT_DB_DSN": db.DSN, "CRONKIT_NOW": "2026-11-01T00:30:00Z", "CRONKIT_LOG_FORMAT": "json"}
+	if code, out, errOut := jobs(t, env, "prune"); code != 75 {
+		t.Fatalf("prune beside a held lock: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if n := countRows(t, db.DB, "cloudstack_usage"); n != 100 {
+		t.Fatalf("a locked-out prune deleted rows: %d left", n)
+	}
+	// Billing's lock is not prune's: a prune runs while billing's is held.
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, mysql.LockName(db.Name, "billing")).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("take billing's lock: %d %v", got, err)
+	}
+	if _, err := conn.ExecContext(ctx, `DO RELEASE_LOCK(?)`, mysql.LockName(db.Name, "prune")); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := jobs(t, env, "prune"); code != 0 {
+		t.Fatalf("prune beside billing's lock: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if n := countRows(t, db.DB, "cloudstack_usage"); n != 0 {
+		t.Fatalf("prune left %d raw rows", n)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -338,7 +340,14 @@ func TestReconcileFixSIGKILLMatchesOneCleanRun(t *testing.T) {
 	}
 	bin := buildJobs(t)
 	const n, latency = 12, 15 * time.Millisecond
-	seeds := 10
+	// 20 seeded points, stratified over a clean run (issue 11); fewer for a quick look.
+	seeds := 20
+	if s := os.Getenv("CRONKIT_RECONCILE_KILL_SEEDS"); s != "" {
+		var err error
+		if seeds, err = strconv.Atoi(s); err != nil {
+			t.Fatalf("CRONKIT_RECONCILE_KILL_SEEDS: %v", err)
+		}
+	}
 	runFix := func(env map[string]string) (int, string) {
 		cmd := exec.Command(bin, "reconcile", "payments", "--fix")
 		cmd.Env = append(envList(env), "CRONKIT_LOCK_WAIT=20s")

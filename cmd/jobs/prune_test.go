@@ -26,6 +26,9 @@ func TestPruneUsageErrorsExit2AndWriteNothing(t *testing.T) {
 		{[]string{"prune", "--sample-retention", "-1h"}, "--sample-retention must not be negative"},
 		{[]string{"prune", "--run-retention", "1h"}, "--run-retention 1h0m0s: want at least 24h"},
 		{[]string{"prune", "--batch", "0"}, "--batch 0: want 1 to 100000 rows"},
+		{[]string{"prune", "--outbox-retention", "7d"}, "--outbox-retention 168h0m0s: want at least 720h0m0s (or 0)"},
+		{[]string{"prune", "--usage-retention", "2d"}, "--usage-retention 48h0m0s: want at least 720h0m0s (or 0)"},
+		{[]string{"prune", "--sample-retention", "1d"}, "--sample-retention 24h0m0s: want at least 168h0m0s (or 0)"},
 		{[]string{"prune", "--account", "5"}, "--account does not apply"},
 		{[]string{"prune", "--now", "2999-01-01"}, "is in the future"},
 	} {

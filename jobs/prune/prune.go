@@ -44,6 +44,17 @@ const (
 	DefaultPause = 50 * time.Millisecond
 )
 
+// The shortest retentions accepted: below them a prune would delete rows a job
+// still reads. Drip reads a signup's messages back (step spacing, the frequency
+// cap) for as long as its funnel runs, two weeks as shipped; collect re-reads the
+// last days (--collect-lookback, 48h) and compares them with what it kept; abuse
+// keeps at least a week of samples itself.
+const (
+	MinOutboxRetention = 30 * 24 * time.Hour
+	MinUsageRetention  = 30 * 24 * time.Hour
+	MinSampleRetention = 7 * 24 * time.Hour
+)
+
 // Config is a run's retentions and pacing. A retention of zero leaves its table
 // alone.
 type Config struct {
@@ -69,10 +80,17 @@ func (c Config) Validate() error {
 			return run.Usagef("%s must not be negative (0 keeps the table whole)", r.flag)
 		}
 	}
+	day := 24 * time.Hour
 	switch {
-	case c.Runs > 0 && c.Runs < 24*time.Hour:
+	case c.Runs > 0 && c.Runs < day:
 		// A shorter one would delete the rows of runs that may still be going.
 		return run.Usagef("--run-retention %s: want at least 24h (or 0)", c.Runs)
+	case c.Outbox > 0 && c.Outbox < MinOutboxRetention:
+		return run.Usagef("--outbox-retention %s: want at least %s (or 0): drip reads its messages back while a funnel runs", c.Outbox, MinOutboxRetention)
+	case c.Usage > 0 && c.Usage < MinUsageRetention:
+		return run.Usagef("--usage-retention %s: want at least %s (or 0): collect re-reads recent days and compares them with what it kept", c.Usage, MinUsageRetention)
+	case c.Samples > 0 && c.Samples < MinSampleRetention:
+		return run.Usagef("--sample-retention %s: want at least %s (or 0): abuse judges CPU over days of samples", c.Samples, MinSampleRetention)
 	case c.Batch < 1 || c.Batch > 100000:
 		return run.Usagef("--batch %d: want 1 to 100000 rows", c.Batch)
 	case c.Pause < 0:

@@ -315,3 +315,22 @@ func TestPruneTakesItsOwnLock(t *testing.T) {
 		t.Fatalf("prune left %d raw rows", n)
 	}
 }
+
+func TestRetentionFlagReadsDaysAndDurations(t *testing.T) {
+	for in, want := range map[string]time.Duration{"180d": 180 * 24 * time.Hour, "0d": 0, "0": 0, "4320h": 4320 * time.Hour, "36h30m": 36*time.Hour + 30*time.Minute} {
+		var d days
+		if err := d.Set(in); err != nil || time.Duration(d) != want {
+			t.Errorf("%q: %v %v, want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{"", "d", "-1d", "1.5d", "99999d", "soon", "10x"} {
+		var d days
+		if err := d.Set(in); err == nil || !strings.Contains(err.Error(), "want a number of days") {
+			t.Errorf("%q accepted or badly refused: %v", in, err)
+		}
+	}
+	d := days(90 * 24 * time.Hour)
+	if d.String() != "90d" {
+		t.Errorf("String() = %s, want 90d (the --help default)", d.String())
+	}
+}

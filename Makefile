@@ -31,8 +31,9 @@ lint: ## vet, gofmt, staticcheck
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# vulncheck reads vuln.go.dev; GOVULNDB=file:///dir points it at a local copy (README).
 vulncheck:
-	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 $(if $(GOVULNDB),-db $(GOVULNDB)) ./...
 
 demo: build ## MariaDB and the fakes on loopback, fixtures, every job dry-run then for real
 	scripts/demo

@@ -58,6 +58,7 @@ func commands() []*command {
 		abuseCommand(),
 		dripCommand(),
 		reconcileCommand(),
+		pruneCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),

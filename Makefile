@@ -18,7 +18,7 @@ ARCHES   := amd64 arm64
 IMAGE    ?= ghcr.io/cronkit/cronkit
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit test-integration bench lint fmt vulncheck demo crontab-check clean \
+.PHONY: all build test unit test-integration bench lint fmt vulncheck demo sandbox crontab-check clean \
 	binaries deb deb-check image image-check dist dist-check
 
 all: build
@@ -71,11 +71,15 @@ lint: ## vet, gofmt, staticcheck
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# vulncheck reads vuln.go.dev; GOVULNDB=file:///dir points it at a local copy (README).
 vulncheck:
-	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 $(if $(GOVULNDB),-db $(GOVULNDB)) ./...
 
 demo: build ## MariaDB and the fakes on loopback, fixtures, every job dry-run then for real
 	scripts/demo
+
+sandbox: build ## the demo, then its world kept live until Ctrl-C, with the env lines that point jobs at it
+	scripts/demo --keep
 
 crontab-check: build ## parse every schedule in crontab/ and print the next runs
 	bin/cronkit crontab check --dir crontab

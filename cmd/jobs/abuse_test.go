@@ -417,9 +417,16 @@ func TestAbuseSIGKILLAtRandomPointsConverges(t *testing.T) {
 	kills := 0
 	step := func(args ...string) {
 		args = append(args, "--lock-wait", "20s")
-		for i := 0; i < 3; i++ {
-			if runOnce(args, time.Duration(5+rng.IntN(150))*time.Millisecond) == -1 {
+		// Until five kills land in a run (a run may end before its kill point):
+		// 20 in all over the four steps (issue 11: >= 20 per writing job).
+		// A run that ends first narrows the window the next kill is drawn from.
+		upper := 150
+		for landed, tries := 0, 0; landed < 5 && tries < 20; tries++ {
+			if runOnce(args, time.Duration(5+rng.IntN(upper))*time.Millisecond) == -1 {
 				kills++
+				landed++
+			} else {
+				upper = max(10, upper*2/3)
 			}
 		}
 		runOnce(args, 0)
@@ -446,6 +453,9 @@ func TestAbuseSIGKILLAtRandomPointsConverges(t *testing.T) {
 	step("abuse", "--now", abuseDay(21).Add(2*time.Hour).Format(time.RFC3339))
 	midRun := w.list(t, `SELECT id FROM job_runs WHERE status = 'running'`)
 	t.Logf("%d runs killed, %d of them after the run had started", kills, len(midRun))
+	if kills < 20 {
+		t.Errorf("only %d runs were killed, want at least 20", kills)
+	}
 
 	if dup := w.list(t, `SELECT CONCAT(case_id, ' ', from_state, '->', to_state) FROM abuse_transitions
 GROUP BY case_id, from_state, to_state HAVING COUNT(*) > 1`); len(dup) > 0 {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cronkit/cronkit/fixtures"
@@ -33,8 +34,9 @@ func demoCommand() *command {
 			var db dbFlags
 			db.register(fs)
 			roDSN := fs.String("ro-dsn", "", "a SELECT-only DSN for the dry runs (default: --db-dsn)")
+			keep := fs.Bool("keep", false, "after the story, keep the fakes running and print the environment that points jobs at them, until Ctrl-C (make sandbox)")
 			return func(ctx context.Context, _ string, _ []string) error {
-				return e.demo(ctx, db, *roDSN)
+				return e.demo(ctx, db, *roDSN, *keep)
 			}
 		},
 	}
@@ -54,9 +56,18 @@ type demoStep struct {
 	// do, instead of a command, is something outside cronkit (a customer adding a
 	// card, a click on unsubscribe) that the story needs.
 	do func(context.Context) error
+	// quiet runs the command with error-level logs (unless CRONKIT_LOG_LEVEL says
+	// otherwise): an expected exit 3 logs its counts as a warning the report shows.
+	quiet bool
+	// clip is how many lines of a long report to show from its head and its tail
+	// (default 30 and 8).
+	clip [2]int
+	// check, when set, looks at the world after the command (the claim the step's
+	// title makes) and says what is not so.
+	check func(code int) error
 }
 
-func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
+func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string, keep bool) error {
 	db, err := dbo.openUnchecked(ctx, false)
 	if err != nil {
 		return err
@@ -83,7 +94,14 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	fmt.Fprintf(e.stdout, "%d accounts, %d usage rows, late payer %d, decliner %d, miner %d (%s)\n",
 		len(world.Accounts), usage, fixtures.LatePayerID, fixtures.DeclinerID, fixtures.MinerID, time.Since(start).Round(time.Millisecond))
 
+	// The fake Stripe keeps the story's clock: what it stamps (a PaymentIntent's
+	// created time) is the simulated day the step runs on, as each job's --now is, so
+	// reconcile finds billing's charges on the day billing made them. (The fake
+	// CloudStack keeps real time: its usage server already answers collect's windows.)
+	clock := &demoClock{}
+	clock.set(now)
 	stripe := fakestripe.New(fixtures.StripeKey)
+	stripe.Now = clock.now
 	if err := stripe.LoadFixtures(jsonReader(world.Stripe())); err != nil {
 		return err
 	}
@@ -126,21 +144,22 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
 		fmt.Fprintln(e.stdout, "(child logs at warn level; CRONKIT_LOG_LEVEL=info make demo shows every event)")
 	}
-	childEnv := append(os.Environ(),
-		"CRONKIT_DB_DSN="+dbo.dsn,
-		"CRONKIT_STRIPE_URL="+stripeURL,
-		"CRONKIT_STRIPE_KEY="+fixtures.StripeKey,
-		"CRONKIT_CLOUDSTACK_URL="+csURL,
-		"CRONKIT_CLOUDSTACK_API_KEY="+fixtures.CloudStackAPIKey,
-		"CRONKIT_CLOUDSTACK_SECRET_KEY="+fixtures.CloudStackSecretKey,
+	own := []string{
+		"CRONKIT_DB_DSN=" + dbo.dsn,
+		"CRONKIT_STRIPE_URL=" + stripeURL,
+		"CRONKIT_STRIPE_KEY=" + fixtures.StripeKey,
+		"CRONKIT_CLOUDSTACK_URL=" + csURL,
+		"CRONKIT_CLOUDSTACK_API_KEY=" + fixtures.CloudStackAPIKey,
+		"CRONKIT_CLOUDSTACK_SECRET_KEY=" + fixtures.CloudStackSecretKey,
 		fmt.Sprintf("CRONKIT_SMTP_HOST=%s", "127.0.0.1"),
 		fmt.Sprintf("CRONKIT_SMTP_PORT=%d", sink.Port()),
 		"CRONKIT_SMTP_TLS=none",
 		"CRONKIT_MAIL_FROM=billing@cronkit.example",
-		"CRONKIT_DISPOSABLE_DOMAINS="+domains,
+		"CRONKIT_DISPOSABLE_DOMAINS=" + domains,
 		// billing collects the last hours of usage from the fake CloudStack first.
-		"CRONKIT_PRODUCTS="+products,
-	)
+		"CRONKIT_PRODUCTS=" + products,
+	}
+	childEnv := append(os.Environ(), own...)
 	if e.getenv("CRONKIT_LOG_LEVEL") == "" {
 		childEnv = append(childEnv, "CRONKIT_LOG_LEVEL=warn")
 	}
@@ -148,6 +167,7 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 	if childEnv, err = drip.start(ctx, childEnv); err != nil {
 		return err
 	}
+	own = append(own, childEnv[len(childEnv)-len(dripEnvNames()):]...)
 	defer drip.stop()
 	day := func(d int) string { return now.AddDate(0, 0, d).Format(time.RFC3339) }
 	late := fmt.Sprint(fixtures.LatePayerID)
@@ -164,6 +184,8 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 		{title: "what happened to the miner?", args: []string{"abuse", "show", fmt.Sprint(fixtures.MinerID)}, ok: []int{0}},
 	}
 	steps = append(steps, dripSteps(drip, func(d int) time.Time { return now.AddDate(0, 0, d) }, roDSN)...)
+	rec := &reconcileDemo{e: e, db: db, world: world, start: now, clock: clock, stripe: stripe, stripeURL: stripeURL, cs: cs, csURL: csURL}
+	steps = append(steps, rec.steps(roDSN)...)
 	steps = append(steps, demoStep{title: "the runs, as recorded in job_runs", args: []string{"history", "--limit", "30"}, ok: []int{0}})
 	var failed []string
 	for _, s := range steps {
@@ -173,15 +195,26 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 			}
 			continue
 		}
+		if t, ok := stepNow(s.args); ok {
+			clock.set(t)
+		}
 		if find(s.args[0]) == nil {
 			failed = append(failed, fmt.Sprintf("cronkit %s: no such command in this build", s.args[0]))
 			continue
 		}
 		env := childEnv
 		if s.dsn != "" {
-			env = append(append([]string{}, childEnv...), "CRONKIT_DB_DSN="+s.dsn)
+			env = append(append([]string{}, env...), "CRONKIT_DB_DSN="+s.dsn)
+		}
+		if s.quiet && e.getenv("CRONKIT_LOG_LEVEL") == "" {
+			env = append(append([]string{}, env...), "CRONKIT_LOG_LEVEL=error")
 		}
 		code := e.demoRun(ctx, s, env)
+		if s.check != nil {
+			if err := s.check(code); err != nil {
+				failed = append(failed, err.Error())
+			}
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -211,7 +244,43 @@ func (e *env) demo(ctx context.Context, dbo dbFlags, roDSN string) error {
 		return fmt.Errorf("%d step(s) did not go as expected: %s", len(failed), strings.Join(failed, "; "))
 	}
 	e.section("demo complete")
-	return nil
+	if !keep {
+		return nil
+	}
+	// From here on the fake Stripe keeps real time too: what a person does in the
+	// sandbox happens now.
+	clock.set(time.Time{})
+	return e.keepSandbox(ctx, own, dir)
+}
+
+// demoClock is the story's simulated instant, which the fakes read; the zero time
+// means the real clock.
+type demoClock struct{ ns atomic.Int64 }
+
+func (c *demoClock) set(t time.Time) {
+	if t.IsZero() {
+		c.ns.Store(0)
+		return
+	}
+	c.ns.Store(t.UnixNano())
+}
+
+func (c *demoClock) now() time.Time {
+	if n := c.ns.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Now()
+}
+
+// stepNow is the --now a step's command runs at, if it has one.
+func stepNow(args []string) (time.Time, bool) {
+	for i, a := range args {
+		if a == "--now" && i+1 < len(args) {
+			t, err := time.Parse(time.RFC3339, args[i+1])
+			return t, err == nil
+		}
+	}
+	return time.Time{}, false
 }
 
 func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
@@ -222,7 +291,11 @@ func (e *env) demoRun(ctx context.Context, s demoStep, env []string) int {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, e.stderr
 	err := cmd.Run()
-	writeClipped(e.stdout, out.String(), 30, 8)
+	head, tail := 30, 8
+	if s.clip != [2]int{} {
+		head, tail = s.clip[0], s.clip[1]
+	}
+	writeClipped(e.stdout, out.String(), head, tail)
 	code := cmd.ProcessState.ExitCode()
 	if err != nil && code < 0 {
 		fmt.Fprintf(e.stderr, "cronkit demo: %v\n", err)

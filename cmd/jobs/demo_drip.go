@@ -46,6 +46,12 @@ const (
 	demoUnsubscribes = 1802
 )
 
+// dripEnvNames are the variables start adds, in the order it appends them.
+func dripEnvNames() []string {
+	return []string{"CRONKIT_UNSUBSCRIBE_URL", "CRONKIT_UNSUBSCRIBE_SECRET", "CRONKIT_UNSUBSCRIBE_MAILTO",
+		"CRONKIT_CONSOLE_URL", "CRONKIT_DOCS_URL", "CRONKIT_BILLING_URL", "CRONKIT_SUPPORT_EMAIL"}
+}
+
 // start runs `cronkit drip unsubscribe-server` over TLS on a free loopback port (RFC 8058
 // wants https) and returns the environment the drip runs need.
 func (d *dripDemo) start(ctx context.Context, env []string) ([]string, error) {
@@ -65,15 +71,18 @@ func (d *dripDemo) start(ctx context.Context, env []string) ([]string, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	env = append(env,
-		"CRONKIT_UNSUBSCRIBE_URL="+d.url,
-		"CRONKIT_UNSUBSCRIBE_SECRET="+hex.EncodeToString(secret),
-		"CRONKIT_UNSUBSCRIBE_MAILTO=unsubscribe@cronkit.example",
-		"CRONKIT_CONSOLE_URL=https://console.cronkit.example/",
-		"CRONKIT_DOCS_URL=https://docs.cronkit.example/getting-started",
-		"CRONKIT_BILLING_URL=https://console.cronkit.example/billing",
-		"CRONKIT_SUPPORT_EMAIL=support@cronkit.example",
-	)
+	vals := map[string]string{
+		"CRONKIT_UNSUBSCRIBE_URL":    d.url,
+		"CRONKIT_UNSUBSCRIBE_SECRET": hex.EncodeToString(secret),
+		"CRONKIT_UNSUBSCRIBE_MAILTO": "unsubscribe@cronkit.example",
+		"CRONKIT_CONSOLE_URL":        "https://console.cronkit.example/",
+		"CRONKIT_DOCS_URL":           "https://docs.cronkit.example/getting-started",
+		"CRONKIT_BILLING_URL":        "https://console.cronkit.example/billing",
+		"CRONKIT_SUPPORT_EMAIL":      "support@cronkit.example",
+	}
+	for _, name := range dripEnvNames() {
+		env = append(env, name+"="+vals[name])
+	}
 	d.server = exec.CommandContext(ctx, d.e.self, "drip", "unsubscribe-server", "--listen", addr,
 		"--tls-cert", certFile, "--tls-key", keyFile, "--org", "Cronkit Demo Cloud")
 	d.server.Env = env

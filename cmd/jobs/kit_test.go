@@ -82,7 +82,7 @@ func TestSchemaBehindExits2(t *testing.T) {
 	}
 	for _, args := range [][]string{{"noop"}, {"billing", "rate"}, {"history"}, {"billing", "show-invoice", "1"}} {
 		code, out, errOut := jobs(t, env, args...)
-		if code != 2 || out != "" || !strings.Contains(errOut, "this binary needs") || !strings.Contains(errOut, "run jobs migrate") {
+		if code != 2 || out != "" || !strings.Contains(errOut, "this binary needs") || !strings.Contains(errOut, "run cronkit migrate") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and the migration versions", args, code, out, errOut)
 		}
 	}

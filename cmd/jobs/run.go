@@ -63,6 +63,7 @@ func commands() []*command {
 		abuseCommand(),
 		dripCommand(),
 		reconcileCommand(),
+		pruneCommand(),
 		crontabCommand(),
 		scheduleCommand(),
 		demoCommand(),
@@ -115,7 +116,7 @@ const linkPrefix = "cronkit-"
 // lists the same; a test keeps them in step): the scheduled jobs, each a command a
 // unit or crontab line runs on its own.
 func linkedJobs() []string {
-	return []string{"abuse", "billing", "drip", "reconcile"}
+	return []string{"abuse", "billing", "drip", "prune", "reconcile"}
 }
 
 // linkArgs turns the process's argv into the command line runMain reads. Invoked

@@ -31,7 +31,7 @@ type UnpaidInvoice struct {
 	DueAt      time.Time `json:"due_at"`
 	// Retrying: billing still has a card retry scheduled (collection 'retrying'), or
 	// an attempt of the invoice is still pending (its outcome unknown until billing or
-	// jobs reconcile settles it: the customer may have paid).
+	// cronkit reconcile settles it: the customer may have paid).
 	Retrying bool `json:"retrying"`
 }
 
@@ -323,7 +323,7 @@ func DecideDunning(c *Case, f DunningFacts, now time.Time, p DunningPolicy) Deci
 				break
 			}
 			d.Event = EventProposeTermination
-			d.Reason = facts + "; a person must approve termination (jobs abuse approve)"
+			d.Reason = facts + "; a person must approve termination (cronkit abuse approve)"
 		}
 	case StateTerminationProposed:
 		d.Reason = "waiting for a person to approve termination"
@@ -574,7 +574,7 @@ func DecideFreeCredit(c *Case, f FreeCreditFacts, now time.Time, p FreeCreditPol
 			d.Reason = fmt.Sprintf("score %d < %d", score, p.OpenScore)
 		}
 	case StateFlagged:
-		d.Event, d.Reason = EventSuspend, "flagged: suspended at once, pending review (jobs abuse clear|confirm)"
+		d.Event, d.Reason = EventSuspend, "flagged: suspended at once, pending review (cronkit abuse clear|confirm)"
 	case StateSuspended:
 		d.Reason = "waiting for a person to clear or confirm"
 	case StateConfirmed:

@@ -11,7 +11,7 @@ import (
 )
 
 // DisposableDomainsSnapshot is the date of the built-in domain list, a copy of the
-// community list (see disposable_domains.README.md), shown in `jobs abuse --help` so
+// community list (see disposable_domains.README.md), shown in `cronkit abuse --help` so
 // ops can tell how old it is.
 const DisposableDomainsSnapshot = "2026-11-30"
 

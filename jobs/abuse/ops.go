@@ -17,14 +17,14 @@ import (
 	"github.com/cronkit/cronkit/lib/run"
 )
 
-// TagNeverSuspend is the tag `jobs abuse exclude` sets; the shipped policy excludes
+// TagNeverSuspend is the tag `cronkit abuse exclude` sets; the shipped policy excludes
 // accounts that carry it from both machines.
 const TagNeverSuspend = "never_suspend"
 
 // Operator commands. Each is recorded as a transition with actor "operator:<name>"
 // and the operator's reason, under the same optimistic concurrency as a run. The
 // orchestrator actions they require (lifting a suspension) are queued and performed
-// by the next run (`jobs abuse --account ID` performs them at once).
+// by the next run (`cronkit abuse --account ID` performs them at once).
 const (
 	OpClear   = "clear"
 	OpApprove = "approve"
@@ -117,7 +117,7 @@ func (j *Job) Operate(ctx context.Context, op string, caseID int64, actor, reaso
 		return nil, err
 	}
 	if ap.conflict || ap.c == nil {
-		return nil, fmt.Errorf("%s: case %d changed meanwhile; look again (jobs abuse show %d)", op, caseID, c.AccountID)
+		return nil, fmt.Errorf("%s: case %d changed meanwhile; look again (cronkit abuse show %d)", op, caseID, c.AccountID)
 	}
 	res.Case, res.From, res.To, res.Event, res.Reason = ap.c, ap.from, ap.to, ap.event, ap.reason
 	after, err := r.store.Case(ctx, j.DB, caseID)
@@ -143,7 +143,7 @@ func operatorEvent(op, machine string) (string, error) {
 		return EventApprove, nil
 	case OpConfirm:
 		if machine != FreeCredit {
-			return "", run.Usagef("confirm is for free-credit cases; a dunning termination is approved (jobs abuse approve)")
+			return "", run.Usagef("confirm is for free-credit cases; a dunning termination is approved (cronkit abuse approve)")
 		}
 		return EventConfirm, nil
 	}

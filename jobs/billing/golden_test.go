@@ -49,7 +49,7 @@ func TestDryRunReportGolden(t *testing.T) {
 	golden.Check(t, "dry_run.json.golden", js.Bytes())
 }
 
-// TestShowInvoiceGolden pins `jobs billing show-invoice` for an invoice with usage,
+// TestShowInvoiceGolden pins `cronkit billing show-invoice` for an invoice with usage,
 // credit and a declined then successful payment.
 func TestShowInvoiceGolden(t *testing.T) {
 	db := newDB(t)

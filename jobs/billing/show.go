@@ -14,7 +14,7 @@ import (
 // ErrNoInvoice reports an invoice id that does not exist.
 var ErrNoInvoice = errors.New("no such invoice")
 
-// Invoice is an invoice as ops read it (`jobs billing show-invoice ID`): header,
+// Invoice is an invoice as ops read it (`cronkit billing show-invoice ID`): header,
 // lines, the credit it consumed and every payment attempt.
 type Invoice struct {
 	ID              int64            `json:"id"`

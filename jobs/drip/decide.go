@@ -21,7 +21,7 @@ const (
 	ExitComplaint    = "complaint"    // the recipient marked our mail as spam
 	ExitUnsubscribed = "unsubscribed" // one-click, mailto or by ops
 	ExitOpenCase     = "open_case"    // an open abuse or dunning case
-	ExitOperator     = "operator"     // jobs drip exit ACCOUNT --reason TEXT
+	ExitOperator     = "operator"     // cronkit drip exit ACCOUNT --reason TEXT
 )
 
 // Suppression reasons (mail_suppressions.reason) that mean something to the funnel.

@@ -532,7 +532,7 @@ func (r *runState) evaluate(ctx context.Context, s *signup) (check, bool) {
 	for step := 0; step < r.maxSteps(); step++ {
 		d := r.j.Funnel.Decide(s.input(), r.now)
 		if d.Problem != "" {
-			r.problem("funnel", accountSubject(s.id), d.Problem+": not evaluated; `jobs drip exit` it, or restore the step",
+			r.problem("funnel", accountSubject(s.id), d.Problem+": not evaluated; `cronkit drip exit` it, or restore the step",
 				fields()...)
 			return check{}, false
 		}
@@ -825,7 +825,7 @@ func (r *runState) deliver(ctx context.Context) []int64 {
 	for _, st := range dr.Stuck {
 		id, step, _ := r.j.Funnel.parseKey(st.Key)
 		r.problem("stuck", accountSubject(id), fmt.Sprintf("%s (Message-ID %s) claimed %s and never recorded: it may or may not have been delivered; "+
-			"check the relay's log, then `jobs drip requeue %d` if it was not (the account's next step waits for it)",
+			"check the relay's log, then `cronkit drip requeue %d` if it was not (the account's next step waits for it)",
 			st.Key, st.MessageID, st.ClaimedAt.Format(time.RFC3339), st.ID),
 			run.Int("account_id", id), run.Str("step", step), run.Int("outbox_id", st.ID), run.Str("mail_key", st.Key))
 	}

@@ -33,7 +33,7 @@ const (
 	EventSend     = "send" // queue the next step's message
 	EventSkip     = "skip" // a fact of the step's `unless` holds: go past it, sending nothing
 	EventConvert  = "convert"
-	EventExit     = "exit" // also `jobs drip exit ACCOUNT --reason` (a person)
+	EventExit     = "exit" // also `cronkit drip exit ACCOUNT --reason` (a person)
 	EventComplete = "complete"
 )
 

@@ -157,7 +157,7 @@ func (j *Job) UnsubscribeAccount(ctx context.Context, account int64, actor, how 
 	return res, err
 }
 
-// UnsubscribeAddress is `jobs drip unsubscribe EMAIL`: the address is suppressed for
+// UnsubscribeAddress is `cronkit drip unsubscribe EMAIL`: the address is suppressed for
 // marketing (even if no account has it, so a mailto request is honoured for good), and
 // the funnel case of every account with that address exits.
 func (j *Job) UnsubscribeAddress(ctx context.Context, email, actor, how string) ([]Result, error) {
@@ -195,7 +195,7 @@ func (j *Job) UnsubscribeAddress(ctx context.Context, email, actor, how string) 
 	return out, nil
 }
 
-// Exit is `jobs drip exit ACCOUNT --reason TEXT`: the account leaves the funnel for
+// Exit is `cronkit drip exit ACCOUNT --reason TEXT`: the account leaves the funnel for
 // good (an account that never entered is kept out); its queued message, if any, is
 // cancelled when delivery claims it.
 func (j *Job) Exit(ctx context.Context, account int64, operator, reason string) (Result, error) {
@@ -227,7 +227,7 @@ type MessageRecord struct {
 	LastError string     `json:"last_error,omitempty"`
 }
 
-// View is one account in the funnel, for `jobs drip show ACCOUNT`: the account, its
+// View is one account in the funnel, for `cronkit drip show ACCOUNT`: the account, its
 // facts, its case with the audit trail, its messages and what the funnel does next.
 type View struct {
 	AccountID int64     `json:"account_id"`

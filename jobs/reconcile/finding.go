@@ -7,7 +7,7 @@ package reconcile
 import "time"
 
 // The classes of finding. Their names are the `class` key of the report JSON and of
-// `jobs reconcile findings`, and they never change meaning.
+// `cronkit reconcile findings`, and they never change meaning.
 const (
 	// usage: orchestrator vs metering.
 	ClassRunningNotMetered   = "running_not_metered"

@@ -107,7 +107,7 @@ type Config struct {
 	MaxProblems int
 }
 
-// Job is jobs reconcile: it runs its checks over one window, then reports every
+// Job is cronkit reconcile: it runs its checks over one window, then reports every
 // finding still open as a problem, so that the run exits 3 until each is fixed,
 // resolved or acknowledged by a person.
 type Job struct {
@@ -180,7 +180,7 @@ func reportOpen(ctx context.Context, s *Store, rep *run.Report, maxProblems int)
 		rep.Problem(f.Class, f.Subject(), f.Detail, f.Fields()...)
 	}
 	if more > 0 {
-		rep.Problem("findings_not_listed", "findings", fmt.Sprintf("%d more open findings: jobs reconcile findings --state open", more),
+		rep.Problem("findings_not_listed", "findings", fmt.Sprintf("%d more open findings: cronkit reconcile findings --state open", more),
 			run.Int("count", more))
 	}
 	if n := s.PlannedOpen(); n > int64(maxPlanned) {

@@ -28,7 +28,7 @@ type Stripe interface {
 	ListDisputes(ctx context.Context, p payment.RefundListParams) iter.Seq2[payment.Dispute, error]
 }
 
-// BillingReplayWindow is how long jobs billing replays an attempt left pending,
+// BillingReplayWindow is how long cronkit billing replays an attempt left pending,
 // with its idempotency key, before leaving it to a person (billing's
 // idempotencyWindow): until then a PaymentIntent may still appear for it.
 const BillingReplayWindow = 23 * time.Hour
@@ -46,7 +46,7 @@ type Payments struct {
 	RunSize int
 }
 
-// Name is the check's verb: jobs reconcile payments.
+// Name is the check's verb: cronkit reconcile payments.
 func (p *Payments) Name() string { return "payments" }
 
 // groupBatch is how many invoices are judged together: one IN-list query each for
@@ -89,7 +89,7 @@ func (p *Payments) Run(ctx context.Context, env *CheckEnv) error {
 	r := &paymentsRun{p: p, env: env, rep: env.Report,
 		je:       judgeEnv{From: env.Window.From, To: to, Cutoff: cutoff, Now: env.Now, Grace: env.Grace, ReplayWindow: BillingReplayWindow},
 		rechecks: map[int64][]int64{}, notRecheck: map[int64]bool{}, stripeTotal: map[string]int64{}, localTotal: map[string]int64{}}
-	rec, err := env.Store.Begin(ctx, Scope{Check: p.Name(), Classes: PaymentClasses(), From: r.je.From, To: r.je.To})
+	rec, err := env.Store.Begin(ctx, Scope{Check: p.Name(), Classes: PaymentClasses(), From: r.je.From, To: r.je.To, Rejudges: true})
 	if err != nil {
 		return err
 	}

@@ -529,3 +529,43 @@ WHERE e.event = 'fixed' ORDER BY f.class, f.invoice_id`); got != strings.Join([]
 func diff(a, b string) string {
 	return "- " + strings.ReplaceAll(a, "\n", "\n- ") + "\n+ " + strings.ReplaceAll(b, "\n", "\n+ ")
 }
+
+// A finding re-judged by id from a later window, and seen again, keeps the window it
+// was found in: a second run over that later window (the nightly run, then --fix)
+// judges it by id again rather than resolving it unseen; once its cause is gone, the
+// re-judging resolves it.
+func TestRecheckedFindingKeepsItsWindow(t *testing.T) {
+	w := newWorld(t)
+	w.invoice(4, "EUR", 1000, "paid", 1)
+	w.payment(4, 1, 1000, "EUR", "succeeded", "pi_short", hourOf(12))
+	w.intent("pi_short", 4, 1, 900, "eur", "succeeded", hourOf(12).Add(time.Second))
+	w.run(false)
+	found := w.one(ClassAmountMismatch)
+
+	nextDay := func(fix bool) *run.Report {
+		t.Helper()
+		w.runs++
+		ctx := run.WithInfo(context.Background(), run.Info{ID: fmt.Sprintf("RUN%02d", w.runs), Job: "reconcile"})
+		j := w.job(fix, false)
+		j.Config.Window = Window{From: winTo, To: winTo.AddDate(0, 0, 1)}
+		rep, err := j.Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	w.now = runAt.AddDate(0, 0, 1)
+	for i, fix := range []bool{false, true, false} {
+		nextDay(fix)
+		f := w.one(ClassAmountMismatch)
+		if f.ID != found.ID || f.State != StateOpen || !f.WindowFrom.Equal(winFrom) || !f.WindowTo.Equal(winTo) {
+			t.Fatalf("run %d over the next day (fix %v): %s, window %s .. %s; want open in its own window",
+				i+1, fix, f.State, f.WindowFrom.Format(time.RFC3339), f.WindowTo.Format(time.RFC3339))
+		}
+	}
+	w.exec(`UPDATE payments SET amount_minor = 900 WHERE invoice_id = 4`)
+	nextDay(false)
+	if f := w.one(ClassAmountMismatch); f.State != StateResolved {
+		t.Fatalf("after the cure: %s", f.State)
+	}
+}

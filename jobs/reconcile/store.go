@@ -23,7 +23,7 @@ const (
 	// StateOpen: the problem reproduces and nobody has looked at it yet; while any
 	// finding is open, a run exits 3.
 	StateOpen = "open"
-	// StateAcknowledged: a person looked at it and said why (jobs reconcile ack); it
+	// StateAcknowledged: a person looked at it and said why (cronkit reconcile ack); it
 	// is still tracked, and resolves when it no longer reproduces.
 	StateAcknowledged = "acknowledged"
 	// StateResolved: it no longer reproduced when its window was checked again.
@@ -69,6 +69,10 @@ type Scope struct {
 	// Rechecked are ids of findings outside [From, To) that the check judged again
 	// (a janitor re-asking about an old finding): unseen, they resolve too.
 	Rechecked []int64
+	// Rejudges says the check re-judges old findings by id from any window (the
+	// payments check): a finding it sees again keeps its own window unless [From, To)
+	// covers it. Otherwise a finding seen again takes the run's window.
+	Rejudges bool
 }
 
 // Summary is what recording one check's findings did (or, in a dry run, would do).
@@ -337,7 +341,8 @@ func (r *Recording) update(ctx context.Context, tx *sql.Tx, id int64, p prepared
 	f := p.f
 	_, err := tx.ExecContext(ctx, sqlSeenAgain, reopen, reopen, p.seen, nullInt(f.AccountID), nullInt(f.InvoiceID),
 		nullStr(f.ResourceID), nullStr(f.PaymentIntent), nullStr(f.Amount), nullStr(f.Currency), f.Detail, p.evidence,
-		f.Fixable, p.seen, r.runID, r.scope.From, r.scope.To, id)
+		f.Fixable, p.seen, r.runID, !r.scope.Rejudges, r.scope.From, r.scope.To, r.scope.To,
+		!r.scope.Rejudges, r.scope.From, r.scope.To, r.scope.From, id)
 	if err != nil {
 		return fmt.Errorf("update finding %d: %w", id, err)
 	}

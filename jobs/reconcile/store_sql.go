@@ -18,10 +18,20 @@ VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	// sqlSeenAgain moves last_seen and refreshes what the run saw. A resolved or fixed
 	// finding opens again (the second argument says so); an acknowledged one stays so.
+	// Its window becomes the run's when the first of the window's arguments says so
+	// (a check that does not re-judge old findings) or when the run's window covers
+	// it; a finding a re-judging check saw again by id, from another window, keeps
+	// the one its objects are in, so that a later run over the re-judging window (a
+	// --fix after the nightly run) judges it by id again instead of resolving it
+	// unseen. window_to is assigned first and window_from's test reads its new value
+	// (MariaDB assigns left to right): covered, both move; not, neither does.
+	// Window arguments: move, from, to, to; move, from, to, from.
 	sqlSeenAgain = `UPDATE reconcile_findings SET
   state = IF(?, 'open', state), state_changed_at = IF(?, ?, state_changed_at),
   account_id = ?, invoice_id = ?, resource_id = ?, payment_intent = ?, amount = ?, currency = ?,
-  detail = ?, evidence = ?, fixable = ?, last_seen = ?, last_run_id = ?, window_from = ?, window_to = ?
+  detail = ?, evidence = ?, fixable = ?, last_seen = ?, last_run_id = ?,
+  window_to = IF(? OR (window_from >= ? AND window_to <= ?), ?, window_to),
+  window_from = IF(? OR (window_from >= ? AND window_to <= ?), ?, window_from)
 WHERE id = ?`
 
 	sqlInsertEvent = `INSERT INTO reconcile_finding_events (finding_id, from_state, to_state, event, actor, run_id, reason, detail, at)

@@ -13,7 +13,7 @@ import (
 )
 
 // StoredFinding is a finding as the store keeps it: the ticket, with its id, state
-// and history, as `jobs reconcile findings` lists it and a run reports it.
+// and history, as `cronkit reconcile findings` lists it and a run reports it.
 type StoredFinding struct {
 	// ID is zero for a finding a dry run would open.
 	ID            int64
@@ -30,7 +30,9 @@ type StoredFinding struct {
 	Fixable       bool
 	FirstSeen     time.Time
 	LastSeen      time.Time
-	// WindowFrom and WindowTo are the window of the check that last saw it.
+	// WindowFrom and WindowTo are the window of the check that last saw it, except
+	// that a finding the payments check saw again by re-judging it from another
+	// window keeps its own (Scope.Rejudges).
 	WindowFrom, WindowTo time.Time
 
 	AcknowledgedBy string
@@ -137,7 +139,7 @@ func (f StoredFinding) Subject() string {
 	return "finding " + strconv.FormatInt(f.ID, 10)
 }
 
-// Findings is a listing, as `jobs reconcile findings` prints it.
+// Findings is a listing, as `cronkit reconcile findings` prints it.
 type Findings []StoredFinding
 
 // WriteText prints one line per finding, then the count.

@@ -49,7 +49,7 @@ func (r CheckReport) Err() error {
 	return nil
 }
 
-// Check verifies entries the way `jobs crontab check` reports them: the arguments
+// Check verifies entries the way `cronkit crontab check` reports them: the arguments
 // pass validate (the binary parses them with its real flag sets; nil skips that), the
 // schedule has next runs (n of them, from now, are listed), a --timeout is given and is
 // shorter than the gap between runs (else a hung or slow run meets the next one),

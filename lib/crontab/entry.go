@@ -1,7 +1,7 @@
 // Package crontab reads the schedules of cronkit's `jobs` binary in every form ops
 // deploy them (a cron.d file or user crontab, systemd timers, Kubernetes CronJobs),
-// checks them (`jobs crontab check`), and runs them in-process for containers that
-// have no cron (`jobs schedule`).
+// checks them (`cronkit crontab check`), and runs them in-process for containers that
+// have no cron (`cronkit schedule`).
 //
 // Every form is reduced to the same Entry: a 5-field cron spec in a time zone, parsed
 // with robfig/cron (the parser Kubernetes uses too), and the arguments given to `jobs`.

@@ -15,7 +15,7 @@ import (
 // interval, every CronJob is Forbid, every job scheduled anywhere is scheduled once in
 // each of the three formats, and its next runs are the same instants in all three.
 // That each command line is a real subcommand with real flags is checked by the
-// binary's own `jobs crontab check` (cmd/jobs), which knows the commands.
+// binary's own `cronkit crontab check` (cmd/jobs), which knows the commands.
 func TestLoadDirRepositoryFiles(t *testing.T) {
 	dir := filepath.Join("..", "..", "crontab")
 	entries, err := LoadDir(dir)

@@ -53,7 +53,7 @@
 // retried after Backoff; a message whose outcome is unknown stays 'sending' and is
 // reported in DeliveryReport.Stuck, never resent blind.
 //
-// Ops commands (`jobs drip suppress EMAIL --reason bounce|complaint|unsubscribe`, the
+// Ops commands (`cronkit drip suppress EMAIL --reason bounce|complaint|unsubscribe`, the
 // list, the lift) call Suppress (kind from ParseSuppressionKind), ListSuppressions or
 // Suppressions, and Lift. A web app mounts NewUnsubscribeHandler(keys, recorder, org)
 // at links.BaseURL, with an Unsubscriber that records the unsubscribe: drip's calls

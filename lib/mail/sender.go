@@ -184,7 +184,7 @@ func (s *Sender) Send(ctx context.Context, msg Message) error {
 }
 
 // WriteMessage writes msg as the MIME message Send hands the relay, dated date: an
-// .eml file a mail client opens, for a dry run's preview (`jobs drip --preview DIR`)
+// .eml file a mail client opens, for a dry run's preview (`cronkit drip --preview DIR`)
 // to show exactly what would be sent, headers included. msg needs its From.
 func WriteMessage(w io.Writer, msg Message, date time.Time) error {
 	if msg.From == "" {

@@ -16,7 +16,7 @@ import (
 // whatever the message.
 type SuppressionKind string
 
-// The kinds, as `jobs drip suppress --reason` names them.
+// The kinds, as `cronkit drip suppress --reason` names them.
 const (
 	// SuppressUnsubscribe: the recipient unsubscribed (one-click, the page, or a
 	// mailto request processed by ops). Blocks Marketing.
@@ -158,7 +158,7 @@ func (o *Outbox) suppressedFor(ctx context.Context, q execer, addr string, c Cat
 
 // Suppressions lists email's suppressions, oldest first, inside tx (nil: on its own):
 // a campaign reads them as facts (unsubscribed; bounced or complained: exit) in the
-// transaction that queues its next step, and `jobs drip suppress --list EMAIL` shows
+// transaction that queues its next step, and `cronkit drip suppress --list EMAIL` shows
 // them.
 func (o *Outbox) Suppressions(ctx context.Context, tx *sql.Tx, email string) ([]Suppression, error) {
 	addr, err := NormalizeAddress(email)

@@ -124,7 +124,7 @@ type UnsubscribeLinks struct {
 	// URL; the token is added as its "token" query parameter.
 	BaseURL string
 	// Mailto is the optional address for mailto unsubscribes (--unsubscribe-mailto):
-	// the requests land in a mailbox that ops process with `jobs drip suppress`, the
+	// the requests land in a mailbox that ops process with `cronkit drip suppress`, the
 	// token in the subject telling them which account asked.
 	Mailto string
 	Keys   *UnsubscribeKeys
@@ -204,7 +204,7 @@ func (f UnsubscriberFunc) Unsubscribe(ctx context.Context, req UnsubscribeReques
 }
 
 // UnsubscribeHandler is the endpoint behind the links, for a provider's web app to
-// mount at UnsubscribeLinks.BaseURL (or `jobs drip unsubscribe-server` to serve):
+// mount at UnsubscribeLinks.BaseURL (or `cronkit drip unsubscribe-server` to serve):
 //   - POST (RFC 8058 one-click from the mailbox provider, or the page's button)
 //     records the unsubscribe and answers 200, as often as it comes;
 //   - GET and HEAD show a page with one button, and change nothing: link scanners

@@ -17,7 +17,7 @@ import (
 //go:embed migrations/*.sql
 var embedded embed.FS
 
-// Migrations is the schema, embedded in the binary so that `jobs migrate` needs no
+// Migrations is the schema, embedded in the binary so that `cronkit migrate` needs no
 // files on the host. Each job owns a range of versions: 1-9 the run contract, 10-19
 // mail, 20-39 billing, 40-49 abuse, 50-59 the state-machine library (lib/cases),
 // 60-79 drip, 80-99 reconcile. Because each range grows on its own, a release can
@@ -85,7 +85,7 @@ func Migrate(ctx context.Context, db *sql.DB, command string, w io.Writer) error
 }
 
 // ErrSchema means the database's schema is not the one this binary was built for:
-// an upgrade whose `jobs migrate` has not run yet, or an older binary pointed at a
+// an upgrade whose `cronkit migrate` has not run yet, or an older binary pointed at a
 // newer schema. It is a configuration error (exit 2), not a failed run.
 var ErrSchema = errors.New("database schema does not match this binary")
 
@@ -98,9 +98,9 @@ type schemaError struct {
 func (e schemaError) Error() string {
 	switch {
 	case e.have < e.want:
-		return fmt.Sprintf("database at migration %d, this binary needs %d: run jobs migrate", e.have, e.want)
+		return fmt.Sprintf("database at migration %d, this binary needs %d: run cronkit migrate", e.have, e.want)
 	case e.missing != 0:
-		return fmt.Sprintf("database at migration %d lacks migration %d, which this binary needs: run jobs migrate", e.have, e.missing)
+		return fmt.Sprintf("database at migration %d lacks migration %d, which this binary needs: run cronkit migrate", e.have, e.missing)
 	}
 	return fmt.Sprintf("database at migration %d, newer than this binary's %d: run the binary that migrated it", e.have, e.want)
 }

@@ -122,7 +122,7 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 		t.Fatalf("SchemaVersion = %d, %v", want, err)
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
-	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration 0, this binary needs %d: run jobs migrate", want) {
+	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration 0, this binary needs %d: run cronkit migrate", want) {
 		t.Fatalf("unmigrated database: %v", err)
 	}
 	if err := mysql.Migrate(ctx, d.DB, "up", io.Discard); err != nil {
@@ -135,7 +135,7 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
-	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), fmt.Sprintf("this binary needs %d: run jobs migrate", want)) {
+	if !errors.Is(err, mysql.ErrSchema) || !strings.Contains(err.Error(), fmt.Sprintf("this binary needs %d: run cronkit migrate", want)) {
 		t.Fatalf("one migration behind: %v", err)
 	}
 	if err := mysql.Migrate(ctx, d.DB, "up", io.Discard); err != nil {
@@ -160,7 +160,7 @@ func TestCheckSchemaNamesBothVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = mysql.CheckSchema(ctx, d.DB)
-	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration %d lacks migration 2, which this binary needs: run jobs migrate", want) {
+	if !errors.Is(err, mysql.ErrSchema) || err.Error() != fmt.Sprintf("database at migration %d lacks migration 2, which this binary needs: run cronkit migrate", want) {
 		t.Fatalf("a lower migration missing: %v", err)
 	}
 }

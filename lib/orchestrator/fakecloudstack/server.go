@@ -1,5 +1,5 @@
 // Package fakecloudstack is a stateful stand-in for the Apache CloudStack API, for
-// tests and `jobs demo`: it verifies signed requests exactly as CloudStack does, pages
+// tests and `cronkit demo`: it verifies signed requests exactly as CloudStack does, pages
 // lists, runs stop/start/destroy/disable as async jobs polled with
 // queryAsyncJobResult, and answers in the JSON shapes CloudStack's simulator recorded
 // (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses.

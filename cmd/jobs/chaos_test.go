@@ -305,8 +305,9 @@ func chaosCase(t *testing.T, bin string, job chaosJob, dep string, f chaosFault,
 		if !f.mid {
 			return
 		}
-		if waitLines(&stderr, max(2, lines/2), done, 60*time.Second) {
-			f.apply(t, l)
+		if !waitLines(&stderr, max(2, lines/2), done, 60*time.Second) {
+			res.landed = false
+			return
 		}
 		// A fault that came after the run had ended did not land.
 		select {
@@ -314,6 +315,7 @@ func chaosCase(t *testing.T, bin string, job chaosJob, dep string, f chaosFault,
 			res.landed = false
 		default:
 		}
+		f.apply(t, l)
 	}()
 	_ = cmd.Wait()
 	close(done)

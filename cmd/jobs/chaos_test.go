@@ -215,17 +215,16 @@ func TestChaos(t *testing.T) {
 	for _, job := range chaosJobs() {
 		t.Run(job.name, func(t *testing.T) {
 			t.Parallel()
-			// The undisturbed run, through idle proxies: its state is the target, its
-			// traffic per link times the mid-run faults.
+			// The undisturbed run, through idle proxies: its state is the target, the
+			// length of its log times the mid-run faults.
 			w := job.setup(t)
-			links := chaosLinks(t, w)
+			chaosLinks(t, w)
 			w.env["CRONKIT_PING_URL"] = pingURL
 			for _, p := range job.prepare {
 				if code, out := chaosRun(t, bin, w.env, p); code != 0 && code != 3 {
 					t.Fatalf("prepare %v: exit %d\n%s", p, code, out)
 				}
 			}
-			_ = links
 			cmd := exec.Command(bin, job.args...)
 			cmd.Env = envList(w.env)
 			var stderr syncBuffer
@@ -235,6 +234,7 @@ func TestChaos(t *testing.T) {
 			if baseline != 0 && baseline != 3 {
 				t.Fatalf("undisturbed run: exit %d\n%s", baseline, stderr.String())
 			}
+			checkRunLog(t, stderr.String(), "", false, false)
 			want := w.state(t)
 			// Mid-run faults land once the faulted run has logged half the lines the
 			// undisturbed one did: in the middle of its items.
@@ -261,7 +261,10 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// chaosLinks puts a proxy in front of each of w's upstreams and points w's
+// environment at the proxies.
 func chaosLinks(t *testing.T, w *chaosWorld) map[string]*chaosLink {
+	t.Helper()
 	n := newChaosNet()
 	links := map[string]*chaosLink{}
 	for dep, up := range w.upstream {
@@ -460,9 +463,16 @@ func jobRunsText(t *testing.T, db *sql.DB) string {
 }
 
 func chaosTable(results []chaosResult) string {
+	order := map[string]int{}
+	for i, f := range chaosFaults {
+		order[f.name] = i
+	}
 	sort.SliceStable(results, func(i, j int) bool {
 		a, b := results[i], results[j]
-		return a.job+a.dep < b.job+b.dep
+		if a.job+"/"+a.dep != b.job+"/"+b.dep {
+			return a.job+"/"+a.dep < b.job+"/"+b.dep
+		}
+		return order[a.fault] < order[b.fault]
 	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-17s %-11s %-18s %4s %6s %9s %6s %7s\n", "job", "dependency", "fault", "exit", "landed", "converged", "reruns", "seconds")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"fmt"
 	"os"
@@ -52,6 +53,14 @@ func TestLoadTenAtOnce(t *testing.T) {
 				args := job.args
 				if wait {
 					args = append(append([]string{}, args...), "--lock-wait", "120s")
+				} else {
+					// A run shorter than the ten processes take to start would let a
+					// late one find the lock free and run (finding nothing to do): a
+					// 100 ms MySQL round trip for the first 3 s makes the first run
+					// outlast the others' starts.
+					l := chaosLinks(t, w)["mysql"]
+					l.toxic(t, "latency", "downstream", map[string]int64{"latency": 100})
+					time.AfterFunc(3*time.Second, func() { l.p.Toxics.ResetToxics(context.Background()) })
 				}
 				codes, took, spans := tenAtOnce(t, bin, w.env, args)
 				ran, locked := 0, 0

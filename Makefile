@@ -18,7 +18,7 @@ ARCHES   := amd64 arm64
 IMAGE    ?= ghcr.io/cronkit/cronkit
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build test unit test-integration bench lint fmt vulncheck demo sandbox crontab-check clean \
+.PHONY: all build test unit test-integration bench lint fmt vulncheck demo sandbox crontab-check chaos clean \
 	binaries deb deb-check image image-check dist dist-check
 
 all: build
@@ -59,6 +59,15 @@ unit: ## tests that need no server (integration tests skip)
 
 test-integration: ## the same suite as test, race detector on
 	scripts/test -race
+
+chaos: ## the fault suite (every job x dependency x fault, through toxiproxy) and the load test; prints the table
+	@mkdir -p bin
+	@echo "chaos: the whole matrix (a few minutes); log in bin/chaos.log"
+	@rc=0; CRONKIT_CHAOS=full CRONKIT_CHAOS_TABLE=$(CURDIR)/bin/chaos-table.txt \
+	  scripts/test -run '^(TestChaos|TestLoadTenAtOnce)$$' -parallel 4 -v >bin/chaos.log 2>&1 || rc=$$?; \
+	  cat bin/chaos-table.txt 2>/dev/null; \
+	  if [ $$rc -ne 0 ]; then grep -E -- '--- FAIL|^\s+chaos_test.go:[0-9]+: [^{]' bin/chaos.log | grep -v 'converged true' | head -40; \
+	  echo "chaos: FAILED (exit $$rc), see bin/chaos.log"; fi; exit $$rc
 
 bench: build ## performance ratios against baselines measured in the same run
 	scripts/bench

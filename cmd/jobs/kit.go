@@ -10,8 +10,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +26,8 @@ import (
 type dbFlags struct {
 	dsn string
 	tls string
+	// log, when set (a job run), receives the MySQL driver's own messages.
+	log *zerolog.Logger
 }
 
 func (g *dbFlags) register(fs *flag.FlagSet) {
@@ -49,7 +53,21 @@ func (g *dbFlags) openUnchecked(ctx context.Context, readOnly bool) (*sql.DB, er
 	if err := g.validate(); err != nil {
 		return nil, err
 	}
-	return mysql.Open(ctx, g.dsn, mysql.Options{ReadOnly: readOnly, TLS: g.tls})
+	opts := mysql.Options{ReadOnly: readOnly, TLS: g.tls}
+	if g.log != nil {
+		opts.Logger = driverLogger{g.log}
+	}
+	return mysql.Open(ctx, g.dsn, opts)
+}
+
+// driverLogger hands the MySQL driver's messages (a connection dropped mid-query,
+// "closing bad idle connection") to the run's logger: every stderr line of a run is
+// then its JSON or console log, with the run id, instead of the driver's bare
+// "[mysql] packets.go:58 unexpected EOF".
+type driverLogger struct{ log *zerolog.Logger }
+
+func (d driverLogger) Print(v ...any) {
+	d.log.Warn().Str("dependency", "mysql").Msg("mysql driver: " + strings.TrimSpace(fmt.Sprint(v...)))
 }
 
 // open connects (a READ ONLY session when readOnly) and checks that the schema is the
@@ -262,6 +280,7 @@ func (k *jobKit) runJob(ctx context.Context, fn jobFunc) error {
 		return err
 	}
 	r := k.runner()
+	k.db.log = r.Logger()
 	db, err := k.db.open(ctx, k.run.dryRun)
 	if err != nil {
 		return r.Abort(ctx, err)

@@ -346,6 +346,9 @@ func (ch *charger) resolveCard(ctx context.Context, a *attempt) (bool, error) {
 	default:
 		ch.rep.Problem("customer_lookup_failed", a.subject(), fmt.Sprintf("%s: %v; nothing was charged, the next run tries again", a.plan(), err),
 			a.fields()...)
+		// The operator's one line naming the provider (the report has the detail).
+		zerolog.Ctx(ctx).Warn().Err(err).Int64("invoice_id", a.invoiceID).Str("dependency", "stripe").
+			Msg("payment provider: customer lookup failed; nothing was charged, the next run tries again")
 		return false, nil
 	}
 }
@@ -444,7 +447,7 @@ func (ch *charger) failed(ctx context.Context, a *attempt, err error, log *zerol
 		ch.rep.Count("payments_unknown", 1)
 		ch.rep.Problem("charge_unknown", a.subject(), fmt.Sprintf("%s: %v; the next run replays the same key", a.plan(), err),
 			a.fields(run.Str("status", "unknown"))...)
-		log.Warn().Err(err).Msg("charge outcome unknown; will replay")
+		log.Warn().Err(err).Str("dependency", "stripe").Msg("charge outcome unknown; will replay")
 		return nil
 	}
 	code := "refused"

@@ -72,6 +72,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer killChildren()
 
 	c := cron.New(cron.WithLocation(loc), cron.WithLogger(cronLogger{log}))
+	var jobs []*entryJob
 	for i := range s.Entries {
 		e := s.Entries[i]
 		sched, err := e.schedule()
@@ -81,7 +82,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if e.Name == "" {
 			e.Name = e.Job()
 		}
-		c.Schedule(sched, &entryJob{s: s, e: e, ctx: ctx, childCtx: childCtx})
+		j := &entryJob{s: s, e: e, ctx: ctx, childCtx: childCtx}
+		jobs = append(jobs, j)
+		c.Schedule(sched, j)
 	}
 	log.Info().Int("entries", len(s.Entries)).Str("tz", loc.String()).Msg("scheduler started")
 	c.Start()
@@ -97,6 +100,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	select {
 	case <-stopped.Done():
+		for _, j := range jobs {
+			j.mu.Lock()
+			if j.skipped > 0 {
+				log.Warn().Str("entry", j.e.Name).Int("skipped", j.skipped).Msg("starts skipped while the previous run was still going")
+			}
+			j.mu.Unlock()
+		}
 		log.Info().Msg("scheduler stopped")
 		return nil
 	case <-timeout:
@@ -117,18 +127,21 @@ type entryJob struct {
 	mu      sync.Mutex
 	running bool
 	since   time.Time // start of the running child
+	skipped int       // ticks skipped because the previous run was still going
 }
 
-// claim marks the entry running and returns its start; false (and the running
-// child's start) when it already is.
-func (j *entryJob) claim() (bool, time.Time) {
+// claim marks the entry running and returns its start; false (with the running
+// child's start and the entry's skipped ticks so far, this one counted) when it
+// already is.
+func (j *entryJob) claim() (bool, time.Time, int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.running {
-		return false, j.since
+		j.skipped++
+		return false, j.since, j.skipped
 	}
 	j.running, j.since = true, j.s.now()
-	return true, j.since
+	return true, j.since, j.skipped
 }
 
 func (j *entryJob) release() {
@@ -142,9 +155,11 @@ func (j *entryJob) Run() {
 	if j.ctx.Err() != nil {
 		return // stopping: a tick that raced the cancellation starts nothing
 	}
-	ok, start := j.claim()
+	ok, start, skipped := j.claim()
 	if !ok {
-		log.Warn().Time("running_since", start).Msg("skipped: previous run still running")
+		// An overrun is counted, so the operator sees how often the interval is
+		// too short for the job (and the stop line sums them up).
+		log.Warn().Time("running_since", start).Int("skipped", skipped).Msg("skipped: previous run still running")
 		return
 	}
 	defer j.release()

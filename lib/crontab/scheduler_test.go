@@ -134,8 +134,11 @@ func TestSchedulerSkipsTickWhileRunning(t *testing.T) {
 		t.Fatalf("%d starts while the first run was still going, want 1", n)
 	}
 	skip := logs.lines(t, "skipped: previous run still running")[0]
-	if skip["entry"] != "cronkit-billing" || skip["level"] != "warn" || skip["running_since"] == nil {
-		t.Errorf("skip line %v, want entry, warn level and running_since", skip)
+	if skip["entry"] != "cronkit-billing" || skip["level"] != "warn" || skip["running_since"] == nil || skip["skipped"] != 1.0 {
+		t.Errorf("skip line %v, want entry, warn level, running_since and skipped 1", skip)
+	}
+	if second := logs.lines(t, "skipped: previous run still running")[1]; second["skipped"] != 2.0 {
+		t.Errorf("second skip line %v, want skipped 2 (counted)", second)
 	}
 
 	close(release) // the run ends: later ticks start again

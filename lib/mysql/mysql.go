@@ -31,6 +31,11 @@ type Options struct {
 	// MaxOpenConns caps the pool (default 8): a batch job needs few connections and
 	// the lock takes one of its own.
 	MaxOpenConns int
+	// Logger receives the driver's own messages (a dropped connection's "unexpected
+	// EOF"), so they reach the run's log with its context instead of a bare line on
+	// stderr. It is set on this pool's connector, not the driver's process-global
+	// logger, so two pools in one process keep their own. Nil keeps the driver's.
+	Logger gomysql.Logger
 }
 
 // ErrBadDSN reports a DSN that cannot be parsed. Its message never repeats the DSN,
@@ -81,6 +86,9 @@ func Config(dsn string, opts Options) (*gomysql.Config, error) {
 	cfg.ReadTimeout = opts.ReadTimeout
 	cfg.WriteTimeout = opts.WriteTimeout
 	cfg.InterpolateParams = false
+	if opts.Logger != nil {
+		cfg.Logger = opts.Logger
+	}
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}

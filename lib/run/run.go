@@ -193,6 +193,17 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		defer stop()
 	}
 	rep, err := r.call(runCtx, fn)
+	// A run shorter than LockCheck never saw its lock's session die (a MySQL restart,
+	// a cut connection): another run may have started meanwhile, and the work it did
+	// after the cut may not have been saved. It has not completed: say so (exit 1).
+	if lock != nil && runCtx.Err() == nil && ExitCode(err) != ExitFailed {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if aerr := lock.Alive(actx); aerr != nil {
+			log.Error().Err(aerr).Str("dependency", "mysql").Msg("lock lost during the run: MySQL went away")
+			err = fmt.Errorf("%w: %w", ErrLockLost, aerr)
+		}
+		cancel()
+	}
 	// The bar goes before the report and the last log lines are printed.
 	r.Progress.Done()
 	if rep == nil {

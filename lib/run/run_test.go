@@ -399,3 +399,30 @@ func TestLostLockCancelsTheRun(t *testing.T) {
 		t.Fatalf("job_runs: %s %q", status, msg)
 	}
 }
+
+// A run shorter than LockCheck whose lock's session died (a MySQL restart) is not
+// reported as done: the check when the job returns makes it a failure (exit 1), even
+// when the job itself saw nothing wrong.
+func TestLockLostBeforeTheFirstCheckFailsTheRun(t *testing.T) {
+	db := mysqltest.New(t)
+	var o, e syncBuffer
+	r := newRunner("billing", &o, &e)
+	r.LockCheck = time.Hour
+	code := ExitCode(r.Run(context.Background(), db.DB, func(ctx context.Context) (*Report, error) {
+		var holder int64
+		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", mysql.LockName(db.Name, r.Job)).Scan(&holder); err != nil {
+			return nil, err
+		}
+		_, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", holder))
+		return NewReport("billing"), err
+	}))
+	if code != ExitFailed {
+		t.Fatalf("code = %d, want 1\n%s", code, e.String())
+	}
+	if status, _, msg := jobRun(t, db, r.ID()); status != "failed" || !strings.Contains(msg, "lost the job's lock") {
+		t.Fatalf("job_runs: %s %q", status, msg)
+	}
+	if !strings.Contains(e.String(), `"dependency":"mysql"`) {
+		t.Fatalf("no log line names mysql:\n%s", e.String())
+	}
+}

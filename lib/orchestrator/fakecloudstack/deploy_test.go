@@ -157,7 +157,11 @@ func TestDeployVirtualMachineThroughTheAsyncClient(t *testing.T) {
 	}{
 		{cs.VirtualMachine.NewDeployVirtualMachineParams("offering-small", "", "zone-1"), "templateid"},
 		{deployParams(cs, "web-3"), "already exists"},
-		{func() *cloudstack.DeployVirtualMachineParams { p := deployParams(cs, "x"); p.SetAccount("mallory"); return p }(), "Unable to find account mallory"},
+		{func() *cloudstack.DeployVirtualMachineParams {
+			p := deployParams(cs, "x")
+			p.SetAccount("mallory")
+			return p
+		}(), "Unable to find account mallory"},
 	} {
 		if _, err := cs.VirtualMachine.DeployVirtualMachine(tc.p); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("want an error with %q, got %v", tc.want, err)

@@ -2,8 +2,9 @@
 // tests and `jobs demo`: it verifies signed requests exactly as CloudStack does, pages
 // lists, runs deploy/stop/start/destroy/disable as async jobs polled with
 // queryAsyncJobResult, and answers in the JSON shapes CloudStack's simulator recorded
-// (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses, and deployVirtualMachine so that a
-// person in the sandbox (make sandbox) can deploy a VM and watch reconcile judge it.
+// (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses,
+// and deployVirtualMachine so that a person in the sandbox (make sandbox) can deploy
+// a VM and watch reconcile judge it.
 //
 // Fault injection (FailNext, FailAsyncNext, SetLatency) lets tests drive the error and
 // timeout paths, and counters (Counters, Calls) let them assert how many actions a

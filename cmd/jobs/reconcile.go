@@ -27,7 +27,11 @@ func reconcileChecks(f *reconcileFlags) []reconcileCheck {
 			if err != nil {
 				return nil, fmt.Errorf("the usage check reads CloudStack: %w", err)
 			}
-			return (&reconcile.UsageCheck{Orchestrator: orch}).AsCheck(), nil
+			recheck := time.Duration(f.recheckDays) * 24 * time.Hour
+			if f.recheckDays == 0 {
+				recheck = -1 // none
+			}
+			return (&reconcile.UsageCheck{Orchestrator: orch, Recheck: recheck}).AsCheck(), nil
 		}},
 		{name: "payments", build: func(dryRun bool) (reconcile.Check, error) {
 			s, err := f.stripe.reader(dryRun)
@@ -126,9 +130,12 @@ type reconcileFlags struct {
 	fix      bool
 	tempDir  string
 	lockWait time.Duration
-	state    string
-	class    string
-	reason   string
+	// recheckDays: how many days before the window the usage check judges again
+	// the windows of its findings still open (0: none).
+	recheckDays int
+	state       string
+	class       string
+	reason      string
 }
 
 func (f *reconcileFlags) register(fs *flag.FlagSet) {
@@ -138,6 +145,8 @@ func (f *reconcileFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.fix, "fix", false, "repair what is safe (record what Stripe says; never moves money); with --dry-run, show it")
 	fs.StringVar(&f.tempDir, "temp-dir", "", "where a dry run sorts Stripe's objects on disk (default: the system's temporary directory)")
 	fs.DurationVar(&f.lockWait, "billing-lock-wait", 2*time.Minute, "--fix waits this long for billing's lock, then leaves the repairs to the next run")
+	fs.IntVar(&f.recheckDays, "recheck-days", int(reconcile.DefaultRecheck/(24*time.Hour)),
+		"usage: also judge again the windows of open findings that start up to this many days before the window, so cured ones resolve (0: none)")
 	fs.StringVar(&f.state, "state", "", "findings: only this state (open, acknowledged, resolved, fixed)")
 	fs.StringVar(&f.class, "class", "", "findings: only this class ("+strings.Join(reconcile.Classes(), ", ")+")")
 	fs.StringVar(&f.reason, "reason", "", "ack: why, kept in the finding's audit trail")
@@ -179,6 +188,8 @@ func (f *reconcileFlags) config(now time.Time, o runFlags) (reconcile.Config, er
 		return cfg, run.Usagef("--grace must not be negative")
 	case f.lockWait < 0:
 		return cfg, run.Usagef("--billing-lock-wait must not be negative")
+	case f.recheckDays < 0 || f.recheckDays > 366:
+		return cfg, run.Usagef("--recheck-days %d: want 0 (none) to 366", f.recheckDays)
 	case !cfg.Window.From.Before(cfg.Window.To):
 		return cfg, run.Usagef("--from %s is not before --to %s", cfg.Window.From.Format(time.RFC3339), cfg.Window.To.Format(time.RFC3339))
 	case cfg.Window.From.After(now):

@@ -184,6 +184,7 @@ func TestReconcileUsageErrorsExit2AndWriteNothing(t *testing.T) {
 		{[]string{"reconcile", "--from", "2026-03-02", "--to", "2026-03-01"}, "is not before --to"},
 		{[]string{"reconcile", "--from", "2999-01-01", "--to", "2999-01-02"}, "is in the future"},
 		{[]string{"reconcile", "--grace", "-1h"}, "--grace must not be negative"},
+		{[]string{"reconcile", "--recheck-days", "-1"}, "--recheck-days -1: want 0 (none) to 366"},
 		{[]string{"reconcile", "--account", "4"}, "--account does not apply"},
 		{[]string{"reconcile", "--state", "open"}, "--state and --class are for cronkit reconcile findings"},
 		{[]string{"reconcile", "payments", "--reason", "x"}, "--reason is for cronkit reconcile ack"},

@@ -42,6 +42,9 @@ type CheckEnv struct {
 	TempDir string
 	// BillingLockWait is how long --fix waits for billing's lock.
 	BillingLockWait time.Duration
+	// Recheck says Window is not the run's but an older one judged again (see
+	// FindingsCheck.Rechecks).
+	Recheck bool
 }
 
 // Check is one comparison a run makes: usage (the orchestrator against metering) or
@@ -66,15 +69,51 @@ type FindingsCheck struct {
 	CheckName string
 	Classes   []string
 	Find      func(ctx context.Context, env *CheckEnv, emit func(Finding) error) error
+	// Rechecks, when set, names windows besides the run's to judge again after it
+	// (the usage check: the windows of older findings still open). Each is its own
+	// scope: Find runs over it (env.Window is it, env.Recheck is true), and the open
+	// findings inside it that it does not see again resolve, so a problem cured
+	// since its night (late usage collected) closes instead of staying open for
+	// ever, and one that is still real keeps its last_seen current.
+	Rechecks func(ctx context.Context, env *CheckEnv) ([]Window, error)
 }
 
 // Name is the check's verb.
 func (c FindingsCheck) Name() string { return c.CheckName }
 
-// Run finds and records. A check that fails records what it emitted so far but
-// resolves nothing: it did not judge the whole window.
+// Run finds and records over the run's window, then over each window Rechecks
+// names. A check that fails records what it emitted so far but resolves nothing in
+// the window it was judging: it did not judge all of it.
 func (c FindingsCheck) Run(ctx context.Context, env *CheckEnv) error {
-	rec, err := env.Store.Begin(ctx, Scope{Check: c.CheckName, Classes: c.Classes, From: env.Window.From, To: env.Window.To})
+	if err := c.judge(ctx, env, c.CheckName); err != nil {
+		return err
+	}
+	if c.Rechecks == nil {
+		return nil
+	}
+	windows, err := c.Rechecks(ctx, env)
+	if err != nil {
+		return err
+	}
+	// Counted even when none: a report that says 0 says the recheck ran.
+	env.Report.Count(c.CheckName+"_windows_rechecked", 0)
+	for _, w := range windows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e := *env
+		e.Window, e.Recheck = w, true
+		if err := c.judge(ctx, &e, c.CheckName+" recheck"); err != nil {
+			return fmt.Errorf("recheck %s .. %s: %w", w.From.UTC().Format(time.RFC3339), w.To.UTC().Format(time.RFC3339), err)
+		}
+		env.Report.Count(c.CheckName+"_windows_rechecked", 1)
+	}
+	return nil
+}
+
+// judge is one scope of Run: env.Window found, recorded and resolved.
+func (c FindingsCheck) judge(ctx context.Context, env *CheckEnv, name string) error {
+	rec, err := env.Store.Begin(ctx, Scope{Check: name, Classes: c.Classes, From: env.Window.From, To: env.Window.To})
 	if err != nil {
 		return err
 	}
@@ -90,6 +129,30 @@ func (c FindingsCheck) Run(ctx context.Context, env *CheckEnv) error {
 	}
 	reportSummary(env.Report, sum, env.Window.From, env.Window.To)
 	return nil
+}
+
+// RecheckWindows turns the windows of open findings (oldest first, as
+// Store.OpenWindows gives them) into the spans a run judges again: those the run's
+// own window covers are left out (it has judged them), overlapping or touching ones
+// become one span (the inventory is read once for it, not once a night), and the
+// spans come newest first, so that a finding seen in several takes the oldest, where
+// it stays judged until that night is cured or leaves the lookback.
+func RecheckWindows(open []Window, judged Window) []Window {
+	var out []Window
+	for _, w := range open {
+		if !w.From.Before(w.To) || (!w.From.Before(judged.From) && !w.To.After(judged.To)) {
+			continue
+		}
+		if n := len(out); n > 0 && !w.From.After(out[n-1].To) {
+			if w.To.After(out[n-1].To) {
+				out[n-1].To = w.To
+			}
+			continue
+		}
+		out = append(out, w)
+	}
+	slices.Reverse(out)
+	return out
 }
 
 // Config is a run's configuration.

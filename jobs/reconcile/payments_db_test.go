@@ -569,3 +569,61 @@ func TestRecheckedFindingKeepsItsWindow(t *testing.T) {
 		t.Fatalf("after the cure: %s", f.State)
 	}
 }
+
+// The balance drift of a currency over a window is one finding whatever the window's
+// end: runs with --to now during the day and the nightly run over the whole day keep
+// the same fingerprint (its currency and the window's start), the finding's window
+// widens with them, and a run after the books agree resolves it.
+func TestBalanceDriftStableAcrossWindowEnds(t *testing.T) {
+	w := newWorld(t)
+	w.paidInvoice(1, "EUR", 990, hourOf(5))
+	// Stripe took 12.30 EUR for invoice 2 at 10:00; here the attempt is pending.
+	w.invoice(2, "EUR", 1230, "open", 1)
+	w.payment(2, 1, 1230, "EUR", "pending", "", hourOf(10))
+	w.intent("pi_lost", 2, 1, 1230, "eur", "succeeded", hourOf(10).Add(time.Second))
+
+	runTo := func(now time.Time) *run.Report {
+		t.Helper()
+		w.runs++
+		w.now = now
+		j := w.job(false, false)
+		if now.Before(winTo) {
+			j.Config.Window.To = now // --to now: the check judges up to now minus the grace
+		}
+		rep, err := j.Run(run.WithInfo(context.Background(), run.Info{ID: fmt.Sprintf("RUN%02d", w.runs), Job: "reconcile"}))
+		if err != nil {
+			t.Fatalf("run %d: %v", w.runs, err)
+		}
+		return rep
+	}
+	rep := runTo(hourOf(15))
+	f := w.one(ClassBalanceDrift)
+	if f.State != StateOpen || f.Currency != "EUR" || f.Amount != "12.30" || !f.WindowFrom.Equal(winFrom) ||
+		!f.WindowTo.Equal(hourOf(14)) || f.Fingerprint != Fingerprint(ClassBalanceDrift, "EUR", winFrom.Format(time.RFC3339)) {
+		t.Fatalf("first run (to 15:00): %+v", f)
+	}
+	if !hasProblem(rep, ClassBalanceDrift, f.ID) {
+		t.Errorf("report lacks the drift: %+v", rep.Problems)
+	}
+	// Later the same day, another --to now, then the nightly run of the whole day:
+	// the same finding, its window widened to the one judged.
+	for _, tc := range []struct{ now, windowTo time.Time }{{hourOf(20), hourOf(19)}, {runAt, winTo}} {
+		runTo(tc.now)
+		again := w.one(ClassBalanceDrift)
+		if again.ID != f.ID || again.Fingerprint != f.Fingerprint || again.State != StateOpen || !again.FirstSeen.Equal(f.FirstSeen) ||
+			!again.LastSeen.Equal(tc.now) || !again.WindowTo.Equal(tc.windowTo) {
+			t.Errorf("run at %s: %+v; want finding %d open, last seen then, window to %s", tc.now.Format(time.RFC3339), again, f.ID,
+				tc.windowTo.Format(time.RFC3339))
+		}
+	}
+	// Recorded here (by a person): the totals agree, the drift resolves.
+	w.exec(`UPDATE payments SET status = 'succeeded', provider_payment_id = 'pi_lost' WHERE invoice_id = 2`)
+	w.exec(`UPDATE invoices SET status = 'paid', amount_paid_minor = total_minor WHERE id = 2`)
+	rep = runTo(runAt.Add(time.Hour))
+	if got := w.one(ClassBalanceDrift); got.ID != f.ID || got.State != StateResolved {
+		t.Errorf("after the cure: %+v\n%s", got, w.describe())
+	}
+	if len(rep.Problems) != 0 {
+		t.Errorf("problems after the cure: %+v", rep.Problems)
+	}
+}

@@ -466,6 +466,38 @@ func unseenPage(ctx context.Context, q querier, query string, args []any) ([]kno
 	return page, rows.Err()
 }
 
+// OpenWindows returns the distinct windows of the open findings of classes whose
+// window starts at or after since, oldest first, at most limit of them: the windows
+// a run judges again so that a problem cured since its night (late usage collected)
+// resolves instead of staying open for ever.
+func (s *Store) OpenWindows(ctx context.Context, classes []string, since time.Time, limit int) ([]Window, error) {
+	if len(classes) == 0 || limit <= 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(classes)+2)
+	for _, c := range classes {
+		args = append(args, c)
+	}
+	args = append(args, since.UTC(), limit)
+	rows, err := s.DB.QueryContext(ctx, fmt.Sprintf(sqlOpenWindows, inList(len(classes))), args...)
+	if err != nil {
+		return nil, fmt.Errorf("windows of open findings: %w", err)
+	}
+	defer rows.Close()
+	var out []Window
+	for rows.Next() {
+		var w Window
+		if err := rows.Scan(&w.From, &w.To); err != nil {
+			return nil, fmt.Errorf("windows of open findings: %w", err)
+		}
+		out = append(out, Window{From: w.From.UTC(), To: w.To.UTC()})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("windows of open findings: %w", err)
+	}
+	return out, nil
+}
+
 // FindingIDs returns the ids of the findings with the given fingerprints (those that
 // exist), for a repair to name what it fixed.
 func (s *Store) FindingIDs(ctx context.Context, fingerprints []string) (map[string]int64, error) {

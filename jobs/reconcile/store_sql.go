@@ -45,6 +45,14 @@ WHERE class IN (%s) AND state IN ('open', 'acknowledged') AND last_run_id <> ?
   AND ((window_from >= ? AND window_to <= ?)%s) AND id > ?
 ORDER BY id LIMIT ?`
 
+	// sqlOpenWindows lists the distinct windows of a check's open findings (not the
+	// acknowledged: a person has them) that start at or after a bound, oldest first,
+	// so a run can judge them again (the reconcile_findings_scope index). The %s is
+	// the class list.
+	sqlOpenWindows = `SELECT DISTINCT window_from, window_to FROM reconcile_findings
+WHERE class IN (%s) AND state = 'open' AND window_from >= ?
+ORDER BY window_from, window_to LIMIT ?`
+
 	sqlLockFinding = `SELECT state, last_run_id FROM reconcile_findings WHERE id = ? FOR UPDATE`
 
 	sqlResolveFinding = `UPDATE reconcile_findings SET state = 'resolved', state_changed_at = ?, resolved_at = ?, resolved_run_id = ?

@@ -44,6 +44,14 @@ const (
 	DefaultEventLookback = 24 * time.Hour
 	// DefaultStageBatch is how many rows one staging INSERT carries.
 	DefaultStageBatch = 1000
+	// DefaultRecheck is how far before the run's window the windows of still-open
+	// findings are judged again (cronkit reconcile --recheck-days 7): late usage that
+	// collect filled in, a VM someone metered by hand, resolves within a week of
+	// nights; an open finding older than that stays open for a person.
+	DefaultRecheck = 7 * 24 * time.Hour
+	// maxRecheckWindows bounds the distinct windows of open findings read for a
+	// recheck (nightly runs make one a night; ad hoc --from/--to runs make more).
+	maxRecheckWindows = 1000
 )
 
 // ErrStaging wraps a failure to stage the orchestrator's side, in the database's
@@ -91,6 +99,11 @@ type UsageCheck struct {
 	// TempDir is where a session that cannot create the staging table stages in
 	// files instead; empty means the system's temporary directory.
 	TempDir string
+	// Recheck is how far before the run's window AsCheck judges again the windows
+	// of open (not acknowledged) usage findings, so that a cured one resolves: zero
+	// means DefaultRecheck, negative none. Each window costs one more read of the
+	// inventory and of its events; touching windows are read as one.
+	Recheck time.Duration
 
 	// runRows overrides stageRunRows (tests: many runs from a small world).
 	runRows int
@@ -199,7 +212,9 @@ func UsageClasses() []string {
 }
 
 // AsCheck plugs the usage check into a reconcile run: it judges the run's window on
-// the run's database and clock, and counts what it read in the report.
+// the run's database and clock, and counts what it read in the report; then it
+// judges again the windows of open findings from the Recheck before (see
+// FindingsCheck.Rechecks), counting them as usage_windows_rechecked.
 func (u *UsageCheck) AsCheck() Check {
 	return FindingsCheck{CheckName: "usage", Classes: UsageClasses(),
 		Find: func(ctx context.Context, env *CheckEnv, emit func(Finding) error) error {
@@ -213,6 +228,12 @@ func (u *UsageCheck) AsCheck() Check {
 				c.TempDir = env.TempDir
 			}
 			st, err := c.Run(ctx, env.Window.From, env.Window.To, emit)
+			if env.Recheck {
+				// The inventory counts are the run's window's; a recheck says only
+				// how much more it compared.
+				env.Report.Count("usage_recheck_resources", st.Resources)
+				return err
+			}
 			for name, n := range map[string]int64{
 				"usage_accounts": st.Accounts, "usage_vms": st.VMs, "usage_volumes": st.Volumes, "usage_ips": st.IPs,
 				"usage_events": st.Events, "usage_metering_rows": st.MeteringRows, "usage_resources": st.Resources,
@@ -220,5 +241,16 @@ func (u *UsageCheck) AsCheck() Check {
 				env.Report.Count(name, n)
 			}
 			return err
+		},
+		Rechecks: func(ctx context.Context, env *CheckEnv) ([]Window, error) {
+			back := orDefault(u.Recheck, DefaultRecheck)
+			if u.Recheck < 0 {
+				return nil, nil
+			}
+			open, err := env.Store.OpenWindows(ctx, UsageClasses(), env.Window.From.Add(-back), maxRecheckWindows)
+			if err != nil {
+				return nil, fmt.Errorf("usage check: %w", err)
+			}
+			return RecheckWindows(open, env.Window), nil
 		}}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cronkit/cronkit/lib/mysql/mysqltest"
 	"github.com/cronkit/cronkit/lib/orchestrator"
 	"github.com/cronkit/cronkit/lib/orchestrator/fakecloudstack"
+	"github.com/cronkit/cronkit/lib/run"
 )
 
 // The usage check against the real MariaDB and the fake CloudStack. The world is a
@@ -496,5 +497,117 @@ func TestUsageEmitErrorStopsTheRun(t *testing.T) {
 		if got, _ := w.run(); len(got) != 2 {
 			t.Fatalf("run %d after the failed one: %s", i, details(got))
 		}
+	}
+}
+
+// TestUsageRecheckResolvesCuredWindows: the nightly run judges the previous day, and
+// judges again the windows of usage findings still open from the nights before (the
+// recheck), so a night cured since (collect filled its hours late) resolves, and one
+// still real stays open with its last_seen moved; an open finding older than the
+// recheck's lookback stays as it is, for a person.
+func TestUsageRecheckResolvesCuredWindows(t *testing.T) {
+	w := newUsageWorld(t)
+	loseBatch := func() {
+		t.Helper()
+		w.exec(`DELETE FROM cloudstack_usage WHERE usage_id = 'vm-batch' AND usage_type = 1 AND start_date = ?`, at(20, 0))
+		w.rebuildUsageRecords()
+	}
+	// Night of the day: collect lost vm-web's 10:00-13:00 and vm-batch's 20:00.
+	w.exec(`DELETE FROM cloudstack_usage WHERE usage_id = 'vm-web' AND usage_type = 1 AND start_date >= ? AND start_date < ?`, at(10, 0), at(13, 0))
+	loseBatch()
+	runs := 0
+	night := func(recheck time.Duration) *run.Report {
+		t.Helper()
+		runs++
+		j := &Job{DB: w.db.DB, Now: func() time.Time { return w.clock },
+			Checks: []Check{(&UsageCheck{Orchestrator: w.client, StageBatch: 7, Recheck: recheck}).AsCheck()}}
+		rep, err := j.Run(run.WithInfo(context.Background(), run.Info{ID: fmt.Sprintf("RUN%02d", runs), Job: "reconcile"}))
+		if err != nil {
+			t.Fatalf("run %d: %v", runs, err)
+		}
+		return rep
+	}
+	stored := func() map[string]StoredFinding {
+		t.Helper()
+		out := map[string]StoredFinding{}
+		for f, err := range (&Store{DB: w.db.DB}).List(context.Background(), Filter{}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[f.Class+" "+f.ResourceID] = f
+		}
+		return out
+	}
+	web, batch := ClassRunningNotMetered+" vm-web", ClassRunningNotMetered+" vm-batch"
+
+	rep := night(0)
+	first := stored()
+	if len(first) != 2 || first[web].State != StateOpen || first[batch].State != StateOpen ||
+		!first[web].WindowFrom.Equal(day) || !first[batch].WindowTo.Equal(day.Add(24*time.Hour)) {
+		t.Fatalf("first night: %+v", first)
+	}
+	if n, ok := rep.Counts["usage_windows_rechecked"]; !ok || n != 0 {
+		t.Errorf("first night rechecked %d windows (counted: %v), want 0: its own window is the only one", n, ok)
+	}
+
+	// The next night: collect read vm-web's late hours (and the new day); vm-batch's
+	// 20:00 is still lost. The run judges the new day and rechecks the day before.
+	w.clock = day.Add(54 * time.Hour)
+	w.collect()
+	loseBatch()
+	w.exec(`UPDATE usage_collect_state SET coverage = ?, read_to = ?`, w.clock, w.clock)
+	rep = night(0)
+	second := stored()
+	if second[web].State != StateResolved || second[web].ID != first[web].ID {
+		t.Errorf("cured finding: %+v, want resolved", second[web])
+	}
+	if b := second[batch]; b.State != StateOpen || b.ID != first[batch].ID || !b.LastSeen.Equal(w.clock) ||
+		!b.FirstSeen.Equal(first[batch].FirstSeen) || !b.WindowFrom.Equal(day) {
+		t.Errorf("still-real finding: %+v, want open, last seen %v, window %v", b, w.clock, day)
+	}
+	if len(second) != 2 {
+		t.Errorf("findings after the second night: %+v", second)
+	}
+	if rep.Counts["usage_windows_rechecked"] != 1 || rep.Counts["findings_resolved"] != 1 || rep.Counts["usage_recheck_resources"] == 0 {
+		t.Errorf("counts %v: want 1 window rechecked, 1 resolved, resources compared", rep.Counts)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Field("id") != first[batch].ID {
+		t.Errorf("problems %+v, want the still-real finding only", rep.Problems)
+	}
+	var recheckAct bool
+	for _, a := range rep.Actions {
+		if a.Kind == "check" && a.Subject == "usage recheck" && strings.Contains(a.Detail, "1 finding(s) seen, 0 new, 0 reopened, 1 resolved") {
+			recheckAct = true
+		}
+	}
+	if !recheckAct {
+		t.Errorf("no action reports the recheck: %+v", rep.Actions)
+	}
+
+	// A night later with a one-day lookback: the day is out of it, the finding is
+	// left as it is (open, last seen the night before).
+	w.clock = day.Add(78 * time.Hour)
+	w.collect()
+	loseBatch()
+	w.exec(`UPDATE usage_collect_state SET coverage = ?, read_to = ?`, w.clock, w.clock)
+	rep = night(24 * time.Hour)
+	if b := stored()[batch]; b.State != StateOpen || !b.LastSeen.Equal(day.Add(54*time.Hour)) || rep.Counts["usage_windows_rechecked"] != 0 {
+		t.Errorf("outside the lookback: %+v, %d windows rechecked", b, rep.Counts["usage_windows_rechecked"])
+	}
+	// Cured and in the default lookback: resolved.
+	w.collect()
+	rep = night(0)
+	if b := stored()[batch]; b.State != StateResolved || rep.Counts["usage_windows_rechecked"] != 1 || len(rep.Problems) != 0 {
+		t.Errorf("cured at last: %+v, counts %v, problems %+v", b, rep.Counts, rep.Problems)
+	}
+}
+
+func TestRecheckWindows(t *testing.T) {
+	d := func(n int) time.Time { return day.AddDate(0, 0, n) }
+	open := []Window{{d(-5), d(-4)}, {d(-3), d(-2)}, {d(-2), d(-1)}, {d(-2), d(-2).Add(14 * time.Hour)}, {d(-1), d(0)}, {d(0), d(0).Add(5 * time.Hour)}}
+	got := RecheckWindows(open, Window{d(-1), d(0)})
+	want := []Window{{d(0), d(0).Add(5 * time.Hour)}, {d(-3), d(-1)}, {d(-5), d(-4)}}
+	if !slices.Equal(got, want) {
+		t.Errorf("RecheckWindows = %v, want %v", got, want)
 	}
 }

@@ -147,6 +147,8 @@ func (s *Server) handle(command string, p params, now time.Time) reply {
 		return s.listVMs(command, p, false)
 	case "listVirtualMachinesMetrics":
 		return s.listVMs(command, p, true)
+	case "deployVirtualMachine":
+		return s.deployVM(command, p, now)
 	case "stopVirtualMachine":
 		return s.stopVM(command, p, now)
 	case "startVirtualMachine":
@@ -386,6 +388,9 @@ func (s *Server) renderVM(v *VM, state string) map[string]any {
 		m["account"] = a.Name
 		m["domainid"] = a.DomainID
 		m["domain"] = a.Domain
+	}
+	if v.TemplateID != "" {
+		m["templateid"] = v.TemplateID
 	}
 	if state == "Running" {
 		m["hostid"] = simHostID

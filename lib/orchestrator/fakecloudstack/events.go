@@ -12,7 +12,8 @@ import (
 // change the usage server sees is also logged as CloudStack logs it, so the events,
 // the inventory and the usage records tell one story.
 //
-//   - a VM added logs VM.CREATE at its creation time; a VM reaching Running logs
+//   - a VM added logs VM.CREATE at its creation time (one deployed with
+//     deployVirtualMachine: Scheduled when accepted, Completed when its job ends); a VM reaching Running logs
 //     VM.START, reaching Stopped from a running state VM.STOP (also when
 //     disableAccount stops it), Destroyed VM.DESTROY, and an expunge VM.EXPUNGE;
 //   - a volume logs VOLUME.CREATE at its creation and VOLUME.DELETE when deleted
@@ -44,6 +45,7 @@ const (
 
 // vmCommandEvents are the event types of the async VM commands.
 var vmCommandEvents = map[string]string{
+	"deployVirtualMachine":  "VM.CREATE",
 	"stopVirtualMachine":    "VM.STOP",
 	"startVirtualMachine":   "VM.START",
 	"destroyVirtualMachine": "VM.DESTROY",

@@ -1,8 +1,10 @@
 // Package fakecloudstack is a stateful stand-in for the Apache CloudStack API, for
 // tests and `cronkit demo`: it verifies signed requests exactly as CloudStack does, pages
-// lists, runs stop/start/destroy/disable as async jobs polled with
+// lists, runs deploy/stop/start/destroy/disable as async jobs polled with
 // queryAsyncJobResult, and answers in the JSON shapes CloudStack's simulator recorded
-// (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses.
+// (lib/orchestrator/testdata/cloudstack). It covers only the commands cronkit uses,
+// and deployVirtualMachine so that a person in the sandbox (make sandbox) can deploy
+// a VM and watch reconcile judge it.
 //
 // Fault injection (FailNext, FailAsyncNext, SetLatency) lets tests drive the error and
 // timeout paths, and counters (Counters, Calls) let them assert how many actions a
@@ -67,9 +69,11 @@ type VM struct {
 	Memory              int       `json:"memory,omitempty"`   // MiB
 	// CPUUsed is the CPU utilisation in percent that listVirtualMachinesMetrics
 	// reports as "cpuused": "95.3%".
-	CPUUsed  float64 `json:"cpuused,omitempty"`
-	ZoneID   string  `json:"zoneid,omitempty"`
-	ZoneName string  `json:"zonename,omitempty"`
+	CPUUsed float64 `json:"cpuused,omitempty"`
+	ZoneID  string  `json:"zoneid,omitempty"`
+	// TemplateID is the template a VM was deployed from (deployVirtualMachine).
+	TemplateID string `json:"templateid,omitempty"`
+	ZoneName   string `json:"zonename,omitempty"`
 }
 
 // Counters count what the fake actually did, so tests can tell an idempotent no-op
@@ -82,6 +86,7 @@ type Counters struct {
 	Expunges     int
 	Disables     int // disableAccount, lock or not
 	Enables      int
+	Deploys      int // deployVirtualMachine jobs that succeeded
 	AuthFailures int // requests refused with 401
 }
 
@@ -218,6 +223,18 @@ func (s *Server) AddVM(v VM) (VM, error) {
 	if _, dup := s.vms[v.ID]; dup {
 		return VM{}, fmt.Errorf("fakecloudstack: add vm %s: duplicate id", v.ID)
 	}
+	fillVM(&v, now)
+	stored := v
+	s.vms[v.ID] = &stored
+	s.vmOrder = append(s.vmOrder, v.ID)
+	s.trackVM(&stored)
+	s.logEvent("VM.CREATE", "Completed", "INFO", v.Created, resourceVM, v.ID, v.Name, v.AccountID,
+		"Successfully completed deploying Vm. Vm Id: "+v.ID)
+	return v, nil
+}
+
+// fillVM gives a VM the defaults AddVM and deployVirtualMachine share.
+func fillVM(v *VM, now time.Time) {
 	if v.Name == "" {
 		v.Name = "VM-" + v.ID
 	}
@@ -252,13 +269,6 @@ func (s *Server) AddVM(v VM) (VM, error) {
 	if v.ZoneName == "" {
 		v.ZoneName = "zone1"
 	}
-	stored := v
-	s.vms[v.ID] = &stored
-	s.vmOrder = append(s.vmOrder, v.ID)
-	s.trackVM(&stored)
-	s.logEvent("VM.CREATE", "Completed", "INFO", v.Created, resourceVM, v.ID, v.Name, v.AccountID,
-		"Successfully completed deploying Vm. Vm Id: "+v.ID)
-	return v, nil
 }
 
 // SetCPU sets the CPU utilisation (percent) that metrics report for a VM, so tests can

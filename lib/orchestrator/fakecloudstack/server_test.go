@@ -383,7 +383,7 @@ func TestMetricsCPU(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	e := newEnv(t)
-	if status, inner := e.do("deployVirtualMachine"); status != 432 || inner["errorcode"] != float64(432) {
+	if status, inner := e.do("scaleVirtualMachine"); status != 432 || inner["errorcode"] != float64(432) {
 		t.Errorf("unimplemented command: %d %v, want 432", status, inner)
 	}
 }

@@ -464,7 +464,7 @@ func (r *reconcileDemo) checkDunningResolved(int) error {
 // keepSandbox leaves the world running: it prints the environment that points jobs
 // at it (and writes it to a file to eval), then waits for SIGINT or SIGTERM.
 func (e *env) keepSandbox(ctx context.Context, own []string, dir string) error {
-	e.section("sandbox: the world stays up until Ctrl-C; in another shell, eval these lines and run any jobs command")
+	e.section("sandbox: the world stays up until Ctrl-C; in another shell, eval these lines and run any cronkit command")
 	var b strings.Builder
 	for _, kv := range own {
 		k, v, _ := strings.Cut(kv, "=")

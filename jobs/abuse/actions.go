@@ -215,6 +215,12 @@ func (r *runState) perform(ctx context.Context, a *cases.Action) (cases.Outcome,
 		return out, nil
 	}
 
+	if r.brk != nil {
+		// CloudStack unreachable this run: the action is not even marked attempted.
+		if err := r.brk.skip(); err != nil {
+			return cases.Outcome{}, err
+		}
+	}
 	ok, err := r.store.Attempt(ctx, a)
 	if err != nil {
 		return cases.Outcome{}, err
@@ -251,14 +257,15 @@ func (r *runState) perform(ctx context.Context, a *cases.Action) (cases.Outcome,
 }
 
 // deliver hands queued mail to the SMTP sender. The outbox sends each message at
-// most once; a relay that is down leaves mail queued for the next run.
-func (r *runState) deliver(ctx context.Context) {
+// most once; a relay that is down leaves mail queued for the next run, and deliver
+// returns the run's error for it (run.ErrUnreachable, exit 1).
+func (r *runState) deliver(ctx context.Context) error {
 	if r.dry {
-		return
+		return nil
 	}
 	if r.j.Sender == nil {
 		zerolog.Ctx(ctx).Info().Msg("no SMTP sender configured: mail stays queued in the outbox")
-		return
+		return nil
 	}
 	limit := r.j.Config.DeliverLimit
 	if limit <= 0 {
@@ -276,7 +283,11 @@ func (r *runState) deliver(ctx context.Context) {
 				run.Str("email", it.To), run.Str("mail_key", it.Key), run.Str("outcome", string(it.Outcome)))
 		}
 	}
+	if errors.Is(err, mail.ErrRelayUnavailable) {
+		return run.Unreachable("smtp", err, dr.Left)
+	}
 	if err != nil {
 		r.problem("mail", "delivery", err.Error())
 	}
+	return nil
 }

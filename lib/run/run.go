@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -187,12 +188,16 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		runCtx, cancel = context.WithTimeoutCause(ctx, r.Timeout, fmt.Errorf("%w after %s", ErrTimeout, r.Timeout))
 		defer cancel()
 	}
+	halt := func() {}
 	if lock != nil {
 		var stop func()
-		runCtx, stop = r.watchLock(runCtx, lock)
+		runCtx, halt, stop = r.watchLock(runCtx, lock)
 		defer stop()
 	}
 	rep, err := r.call(runCtx, fn)
+	// From here on the lock's session carries the last check and the final record:
+	// the watcher must not use it at the same time.
+	halt()
 	// A run shorter than LockCheck never saw its lock's session die (a MySQL restart,
 	// a cut connection): another run may have started meanwhile, and the work it did
 	// after the cut may not have been saved. It has not completed: say so (exit 1).
@@ -266,15 +271,18 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 var ErrLockLost = errors.New("lost the job's lock")
 
 // watchLock checks every LockCheck (default 30s) that the lock's session is alive,
-// and cancels the run when it is not.
-func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (context.Context, func()) {
+// and cancels the run when it is not. halt stops the checks and waits for one in
+// flight (it may be called more than once); stop also ends the context.
+func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (_ context.Context, halt, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	every := r.LockCheck
 	if every == 0 {
 		every = 30 * time.Second
 	}
 	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -295,7 +303,12 @@ func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (context.Conte
 			}
 		}
 	}()
-	return ctx, func() { close(done); cancel(nil) }
+	var once sync.Once
+	halt = func() {
+		once.Do(func() { close(done) })
+		<-exited
+	}
+	return ctx, halt, func() { halt(); cancel(nil) }
 }
 
 // call runs fn, turning a panic into an error so the run is still recorded as failed.

@@ -3,9 +3,12 @@ package main
 // The fault suite (issue 11): every job and billing phase, run by the built binary
 // through toxiproxy, against each of its dependencies under each fault. For every
 // case it checks
-//   - the exit code by the README's rule: a fault that stops the run is 1, a fault
-//     confined to items is 3, and 0 only when nothing was skipped (the state after
-//     the faulted run is already the undisturbed run's);
+//   - the exit code by the README's rule: a fault that stops the run is 1 (MySQL
+//     lost; any dependency down at start or mid-run, once the run needed it: the job
+//     stops calling it), a fault confined to items is 3 (one API error: the rest of
+//     the run completes), and 0 only when nothing was skipped (the state after the
+//     faulted run is already the undisturbed run's);
+//   - after a slow fault, job_runs holds the run's final state (not 'running');
 //   - every stderr line is the run's JSON log with its run id, and a failed run has
 //     a warning or error line that names the dependency;
 //   - no secret in anything captured (stdout, stderr, job_runs);
@@ -20,12 +23,14 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,6 +52,9 @@ type chaosWorld struct {
 	db       *mysqltest.DB
 	state    func(t *testing.T) string
 	secrets  []string
+	// failOne makes the dependency answer the next call with an API error (a
+	// Stripe 500, a CloudStack errorcode): a fault confined to one item.
+	failOne map[string]func()
 }
 
 // chaosJob is a job or billing phase under test.
@@ -69,6 +77,21 @@ type chaosFault struct {
 	stops bool
 	only  string // a dependency this fault is for ("mysql"), or "" for all
 	slow  bool   // the fault slows the dependency down (it may end in the run's timeout)
+	// item is an API error on one call (chaosWorld.failOne), not a network fault:
+	// it must give 3, the rest of the run done. deps are the dependencies it applies to.
+	item bool
+	deps []string
+}
+
+// appliesTo reports whether f applies to dependency dep.
+func (f chaosFault) appliesTo(dep string) bool {
+	switch {
+	case f.only != "":
+		return f.only == dep
+	case f.deps != nil:
+		return slices.Contains(f.deps, dep)
+	}
+	return true
 }
 
 var chaosFaults = []chaosFault{
@@ -94,6 +117,7 @@ var chaosFaults = []chaosFault{
 	{name: "bandwidth 32KB/s", slow: true, apply: func(t *testing.T, l *chaosLink) {
 		l.toxic(t, "bandwidth", "downstream", map[string]int64{"rate": 32})
 	}},
+	{name: "one API error", item: true, deps: []string{"stripe", "cloudstack"}},
 }
 
 // chaosTimeout bounds every faulted run: a slow dependency ends in a timeout (1).
@@ -101,6 +125,21 @@ const chaosTimeout = "10s"
 
 // chaosPingSecret is a healthcheck URL path every run pings: it is a secret too.
 const chaosPingSecret = "ping-chaos-5ecret-uuid"
+
+// chaosSMTPUser and chaosSMTPPassword log drip and abuse in to the SMTP sink: the
+// password is a secret the suite looks for too.
+const (
+	chaosSMTPUser     = "cronkit-relay"
+	chaosSMTPPassword = "smtp-chaos-5ecret-pw"
+)
+
+// smtpAuth makes sink require a login and env give it.
+func smtpAuth(sink *mailsink.Sink, env map[string]string) map[string]string {
+	sink.RequireAuth(chaosSMTPUser, chaosSMTPPassword)
+	env["CRONKIT_SMTP_USERNAME"] = chaosSMTPUser
+	env["CRONKIT_SMTP_PASSWORD"] = chaosSMTPPassword
+	return env
+}
 
 func chaosJobs() []chaosJob {
 	billing := func(t *testing.T) *chaosWorld {
@@ -112,6 +151,7 @@ func chaosJobs() []chaosJob {
 			upstream: map[string]string{"mysql": hostPort(db.DSN), "stripe": hostPort(fake.URL)},
 			state:    func(t *testing.T) string { return billingState(t, db.DB, fake) },
 			secrets:  []string{testStripeKey},
+			failOne:  map[string]func(){"stripe": func() { fake.FailNext(1, http.StatusInternalServerError) }},
 		}
 	}
 	return []chaosJob{
@@ -133,19 +173,20 @@ func chaosJobs() []chaosJob {
 			prepare: [][]string{{"abuse", "--now", abuseNow(3)}, {"abuse", "--now", abuseNow(14)}},
 			setup: func(t *testing.T) *chaosWorld {
 				w := newAbuseWorld(t)
-				return &chaosWorld{env: w.env(w.db.DSN), db: w.db,
+				return &chaosWorld{env: smtpAuth(w.sink, w.env(w.db.DSN)), db: w.db,
 					upstream: map[string]string{"mysql": hostPort(w.db.DSN), "cloudstack": hostPort(w.url), "smtp": w.sink.Addr()},
 					state:    func(t *testing.T) string { return abuseChaosState(t, w) },
-					secrets:  []string{abuseAPIKey, abuseSecretKey},
+					secrets:  []string{abuseAPIKey, abuseSecretKey, chaosSMTPPassword},
+					failOne:  map[string]func(){"cloudstack": func() { w.fake.FailNext("stopVirtualMachine", 1, 530) }},
 				}
 			}},
 		{name: "drip", args: []string{"drip", "--now", dripT0.Format(time.RFC3339), "--since", "2026-03-02"}, deps: []string{"smtp"},
 			setup: func(t *testing.T) *chaosWorld {
 				w := newDripWorld(t, 12, "UTC", "Europe/Paris", "Africa/Lagos")
-				return &chaosWorld{env: w.env(w.db.DSN), db: w.db,
+				return &chaosWorld{env: smtpAuth(w.sink, w.env(w.db.DSN)), db: w.db,
 					upstream: map[string]string{"mysql": hostPort(w.db.DSN), "smtp": w.sink.Addr()},
 					state:    func(t *testing.T) string { return dripChaosState(t, w) },
-					secrets:  []string{dripSecret},
+					secrets:  []string{dripSecret, chaosSMTPPassword},
 				}
 			}},
 		{name: "reconcile --fix", args: []string{"reconcile", "payments", "--fix"}, deps: []string{"stripe"},
@@ -173,6 +214,10 @@ var chaosSubset = map[string]bool{
 	"reconcile --fix/stripe/down at start":     true,
 	"reconcile --fix/mysql/slow close":         true,
 	"drip/smtp/bandwidth 32KB/s":               true,
+	"billing charge/stripe/down at start":      true,
+	"abuse/cloudstack/down mid-run":            true,
+	"billing charge/stripe/one API error":      true,
+	"abuse/cloudstack/one API error":           true,
 }
 
 // chaosResult is one row of the table.
@@ -241,7 +286,7 @@ func TestChaos(t *testing.T) {
 			lines := strings.Count(stderr.String(), "\n")
 			for _, dep := range append([]string{"mysql"}, job.deps...) {
 				for _, f := range chaosFaults {
-					if f.only != "" && f.only != dep {
+					if !f.appliesTo(dep) {
 						continue
 					}
 					key := job.name + "/" + dep + "/" + f.name
@@ -279,6 +324,9 @@ func chaosLinks(t *testing.T, w *chaosWorld) map[string]*chaosLink {
 func chaosCase(t *testing.T, bin string, job chaosJob, dep string, f chaosFault, want string, baseline int, lines int, pingURL string) chaosResult {
 	start := time.Now()
 	w := job.setup(t)
+	if f.item && w.failOne[dep] == nil {
+		t.Skipf("%s: no API error to inject into %s (it stops on any error: a network fault covers it)", job.name, dep)
+	}
 	links := chaosLinks(t, w)
 	w.env["CRONKIT_PING_URL"] = pingURL
 	for _, p := range job.prepare {
@@ -295,7 +343,10 @@ func chaosCase(t *testing.T, bin string, job chaosJob, dep string, f chaosFault,
 	cmd.Env = envList(w.env)
 	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if !f.mid {
+	switch {
+	case f.item:
+		w.failOne[dep]()
+	case !f.mid:
 		f.apply(t, l)
 	}
 	if err := cmd.Start(); err != nil {
@@ -337,8 +388,13 @@ func chaosCase(t *testing.T, bin string, job chaosJob, dep string, f chaosFault,
 		t.Errorf("exit 0 but the run skipped work:\n%s", diffLines(want, stateAfterFault))
 	case res.code != 0 && res.code != 1 && res.code != 3:
 		t.Errorf("exit %d, want 0, 1 or 3\n%s", res.code, errOut)
-	case dep == "mysql" && f.stops && res.landed && res.code != 1 && stateAfterFault != want:
-		t.Errorf("MySQL lost: exit %d, want 1\n%s", res.code, errOut)
+	case f.stops && res.landed && res.code != 1 && stateAfterFault != want:
+		t.Errorf("%s lost: exit %d, want 1 (the run stops when a dependency it needs is down)\n%s", dep, res.code, errOut)
+	case f.item && res.code != 3:
+		t.Errorf("one API error from %s: exit %d, want 3 (an item's problem, the rest done)\n%s", dep, res.code, errOut)
+	}
+	if f.slow {
+		checkRunRecorded(t, w.db.DB, errOut, res.code)
 	}
 	checkRunLog(t, errOut, dep, f.slow, res.code != baseline || stateAfterFault != want)
 
@@ -424,6 +480,31 @@ func checkRunLog(t *testing.T, stderr, dep string, slow, effect bool) {
 	}
 	if effect && !named {
 		t.Errorf("no warning or error line names %s:\n%s", dep, stderr)
+	}
+}
+
+// logRunID finds the run's id in its JSON log.
+var logRunID = regexp.MustCompile(`"run_id":"([0-9A-Z]+)"`)
+
+// checkRunRecorded requires the faulted run's job_runs row to hold its final state
+// and exit code: a slow MySQL must not leave it 'running'. A run that could not
+// start has no row.
+func checkRunRecorded(t *testing.T, db *sql.DB, stderr string, code int) {
+	t.Helper()
+	m := logRunID.FindStringSubmatch(stderr)
+	if m == nil {
+		t.Errorf("no run id in the faulted run's log:\n%s", stderr)
+		return
+	}
+	var status string
+	var exit sql.NullInt64
+	err := db.QueryRow(`SELECT status, exit_code FROM job_runs WHERE id = ?`, m[1]).Scan(&status, &exit)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) && strings.Contains(stderr, "run could not start"):
+	case err != nil:
+		t.Errorf("job_runs row of run %s: %v", m[1], err)
+	case status == "running" || !exit.Valid || int(exit.Int64) != code:
+		t.Errorf("job_runs row of run %s: status %s, exit %v; want its final state, exit %d", m[1], status, exit, code)
 	}
 }
 
@@ -631,7 +712,7 @@ func TestFailureModesTableCoversTheSuite(t *testing.T) {
 	for _, job := range chaosJobs() {
 		for _, dep := range append([]string{"mysql"}, job.deps...) {
 			for _, f := range chaosFaults {
-				if f.only != "" && f.only != dep {
+				if !f.appliesTo(dep) {
 					continue
 				}
 				if codes := rows[dep+"/"+f.name]; len(codes) == 0 {

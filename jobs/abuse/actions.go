@@ -87,7 +87,8 @@ func (r *runState) planPending(ctx context.Context) {
 	r.mu.Unlock()
 	forEach(ctx, r.concurrency(), cases.Queues(keep), func(ctx context.Context, q []*cases.Action) {
 		log := zerolog.Ctx(ctx).With().Int64("case_id", q[0].CaseID).Int64("account_id", q[0].AccountID).Logger()
-		if err := r.planQueue(log.WithContext(ctx), q); err != nil {
+		// A call the breaker did not make is in the report; the run's last line says why.
+		if err := r.planQueue(log.WithContext(ctx), q); err != nil && !errors.Is(err, errNotCalled) {
 			log.Error().Err(err).Msg("action failed: the case waits, the next run retries")
 		}
 	})
@@ -215,6 +216,12 @@ func (r *runState) perform(ctx context.Context, a *cases.Action) (cases.Outcome,
 		return out, nil
 	}
 
+	if r.brk != nil {
+		// CloudStack unreachable this run: the action is not even marked attempted.
+		if err := r.brk.skip(); err != nil {
+			return cases.Outcome{}, err
+		}
+	}
 	ok, err := r.store.Attempt(ctx, a)
 	if err != nil {
 		return cases.Outcome{}, err
@@ -251,14 +258,15 @@ func (r *runState) perform(ctx context.Context, a *cases.Action) (cases.Outcome,
 }
 
 // deliver hands queued mail to the SMTP sender. The outbox sends each message at
-// most once; a relay that is down leaves mail queued for the next run.
-func (r *runState) deliver(ctx context.Context) {
+// most once; a relay that is down leaves mail queued for the next run, and deliver
+// returns the run's error for it (run.ErrUnreachable, exit 1).
+func (r *runState) deliver(ctx context.Context) error {
 	if r.dry {
-		return
+		return nil
 	}
 	if r.j.Sender == nil {
 		zerolog.Ctx(ctx).Info().Msg("no SMTP sender configured: mail stays queued in the outbox")
-		return
+		return nil
 	}
 	limit := r.j.Config.DeliverLimit
 	if limit <= 0 {
@@ -276,7 +284,11 @@ func (r *runState) deliver(ctx context.Context) {
 				run.Str("email", it.To), run.Str("mail_key", it.Key), run.Str("outcome", string(it.Outcome)))
 		}
 	}
+	if errors.Is(err, mail.ErrRelayUnavailable) {
+		return run.Unreachable("smtp", err, dr.Left)
+	}
 	if err != nil {
 		r.problem("mail", "delivery", err.Error())
 	}
+	return nil
 }

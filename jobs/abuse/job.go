@@ -187,6 +187,8 @@ type runState struct {
 	runID string
 	dry   bool
 	orch  Orchestrator
+	// brk is orch in a run: it stops calling CloudStack once it is unreachable.
+	brk   *breaker
 	tmpl  *mail.Templates
 	store *cases.Store
 
@@ -272,7 +274,10 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	}
 	r := newRunState(j, j.now(), run.FromContext(ctx).ID, j.Config.DryRun, tmpl)
 	r.rep = rep
-	r.orch = limitOrchestrator(j.Orchestrator, j.Config.Rate)
+	if j.Orchestrator != nil {
+		r.brk = &breaker{o: limitOrchestrator(j.Orchestrator, j.Config.Rate)}
+		r.orch = r.brk
+	}
 	log := zerolog.Ctx(ctx)
 	log.Info().Time("now", r.now).Int64("account", j.Config.Account).Msg("abuse run: evaluating")
 
@@ -286,7 +291,7 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	if err := ctx.Err(); err != nil {
 		return rep, context.Cause(ctx)
 	}
-	r.deliver(ctx)
+	smtpDown := r.deliver(ctx)
 	if !r.dry {
 		// Samples older than any streak the policy can ask for are no use.
 		keep := j.Policy.FreeCredit.CPU.Sustained.Duration + j.Policy.FreeCredit.CPU.MaxGap.Duration + 7*24*time.Hour
@@ -296,7 +301,13 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 		}
 		r.count("cpu_samples_pruned", n)
 	}
-	return rep, nil
+	// A dependency that could not be reached stops the run (exit 1): what it left
+	// waits, as after an interrupted run, for the next one.
+	var down []error
+	if r.brk != nil {
+		down = append(down, r.brk.err())
+	}
+	return rep, errors.Join(append(down, smtpDown)...)
 }
 
 // forEach runs fn on every item with at most n in flight; it stops starting new ones

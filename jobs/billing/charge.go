@@ -44,6 +44,18 @@ type charger struct {
 	j   *Job
 	rep *run.Report
 	now time.Time
+	// down is the first transport error from Stripe (run.IsUnreachable): once set,
+	// Stripe is not called again this run and left counts the invoices not charged.
+	down error
+	left int
+}
+
+// unreachable stops calling Stripe for the rest of the run after err.
+func (ch *charger) unreachable(err error) {
+	if ch.down == nil {
+		ch.down = err
+	}
+	ch.left++
 }
 
 // attempt is one try to collect an invoice, as stored in payments.
@@ -119,7 +131,15 @@ func (ch *charger) run(ctx context.Context) error {
 	if err := ch.replayPending(ctx); err != nil {
 		return err
 	}
-	return ch.chargeDue(ctx)
+	if err := ch.chargeDue(ctx); err != nil {
+		return err
+	}
+	if ch.down != nil {
+		// The one error line of the run (lib/run logs it, exit 1): each invoice left
+		// is as an interrupted run leaves it, a started attempt replayed by its key.
+		return run.Unreachable("stripe", ch.down, ch.left)
+	}
+	return nil
 }
 
 // accountFilter appends the --account condition on column col.
@@ -242,6 +262,10 @@ WHERE p.status = 'pending' AND p.provider_payment_id IS NULL`, nil, "p.account_i
 				a.fields(run.Str("status", "unknown"), run.Time("pending_since", a.createdAt))...)
 			continue
 		}
+		if ch.down != nil {
+			ch.left++
+			continue
+		}
 		if err := ch.attempt(ctx, a); err != nil {
 			return err
 		}
@@ -293,6 +317,10 @@ WHERE i.status = 'open' AND i.total_minor > 0 AND i.collection IN ('pending', 'r
 				ch.rep.Act("charge", a.subject(), a.plan(), a.fields()...)
 				continue
 			}
+			if ch.down != nil {
+				ch.left++
+				continue
+			}
 			ok, err := ch.resolveCard(ctx, a)
 			if err != nil {
 				return err
@@ -334,6 +362,10 @@ func (ch *charger) resolveCard(ctx context.Context, a *attempt) (bool, error) {
 		return false, fmt.Errorf("charging invoice %d interrupted: %w", a.invoiceID, cause(ctx))
 	case errors.Is(err, payment.ErrAuthentication):
 		return false, fmt.Errorf("charge invoice %d: %w", a.invoiceID, err)
+	case run.IsUnreachable(err):
+		// Nothing attempted: the invoice is due again next run.
+		ch.unreachable(err)
+		return false, nil
 	case errors.Is(err, payment.ErrNotFound):
 		if _, uerr := ch.j.DB.ExecContext(ctx, `UPDATE invoices SET collection = 'failed', last_decline_code = 'resource_missing',
   next_attempt_at = NULL WHERE id = ? AND status = 'open'`, a.invoiceID); uerr != nil {
@@ -443,6 +475,12 @@ func (ch *charger) failed(ctx context.Context, a *attempt, err error, log *zerol
 		return fmt.Errorf("charging invoice %d interrupted: %w", a.invoiceID, cause(ctx))
 	case errors.Is(err, payment.ErrAuthentication):
 		return fmt.Errorf("charge invoice %d: %w", a.invoiceID, err)
+	case run.IsUnreachable(err):
+		// The attempt stays pending, exactly as an interrupted run leaves it: the next
+		// run replays its key (the request may have reached Stripe before the reset).
+		ch.rep.Count("payments_unknown", 1)
+		ch.unreachable(err)
+		return nil
 	case errors.Is(err, payment.ErrTemporary):
 		ch.rep.Count("payments_unknown", 1)
 		ch.rep.Problem("charge_unknown", a.subject(), fmt.Sprintf("%s: %v; the next run replays the same key", a.plan(), err),

@@ -274,14 +274,15 @@ func (j *Job) Run(ctx context.Context) (*run.Report, error) {
 	if err := ctx.Err(); err != nil {
 		return rep, context.Cause(ctx)
 	}
-	again := r.deliver(ctx)
+	again, smtpDown := r.deliver(ctx)
 	if len(again) > 0 {
 		r.count("decided_after_delivery", int64(len(again)))
 		if err := r.chunk(ctx, again); err != nil {
 			return rep, err
 		}
 	}
-	return rep, nil
+	// An unreachable relay stops the run (exit 1): the mail stays queued.
+	return rep, smtpDown
 }
 
 // Candidates returns the accounts a run would look at now: the run's candidate query
@@ -776,15 +777,16 @@ func (j *Job) stillWanted(ctx context.Context, tx *sql.Tx, m mail.QueuedMessage)
 }
 
 // deliver sends the funnel's due messages and reports what went wrong; it returns
-// the accounts to decide again now (a message bounced, was cancelled or suppressed).
-func (r *runState) deliver(ctx context.Context) []int64 {
+// the accounts to decide again now (a message bounced, was cancelled or suppressed)
+// and, when the relay could not be reached, the run's error for it (exit 1).
+func (r *runState) deliver(ctx context.Context) ([]int64, error) {
 	if r.dry {
-		return nil
+		return nil, nil
 	}
 	log := zerolog.Ctx(ctx)
 	if r.j.Sender == nil {
 		log.Info().Msg("no SMTP relay configured: funnel mail stays queued in the outbox")
-		return nil
+		return nil, nil
 	}
 	limit := r.j.Config.DeliverLimit
 	if limit <= 0 {
@@ -830,9 +832,13 @@ func (r *runState) deliver(ctx context.Context) []int64 {
 			run.Int("account_id", id), run.Str("step", step), run.Int("outbox_id", st.ID), run.Str("mail_key", st.Key))
 	}
 	r.count("mail_stuck", int64(len(dr.Stuck)))
-	if err != nil {
+	var down error
+	switch {
+	case errors.Is(err, mail.ErrRelayUnavailable):
+		down = run.Unreachable("smtp", err, dr.Left)
+	case err != nil:
 		r.problem("mail", "delivery", err.Error())
 	}
 	slices.Sort(again)
-	return slices.Compact(again)
+	return slices.Compact(again), down
 }

@@ -317,8 +317,11 @@ type DeliveryReport struct {
 	// Bounced counts the failed messages whose recipient was suppressed as a hard
 	// bounce (they are in Failed too).
 	Bounced int
-	Items   []DeliveryItem
-	Stuck   []StuckMessage
+	// Left counts the due messages a stopped delivery did not reach (the relay
+	// unavailable: the one in hand, requeued, and those after it), all still queued.
+	Left  int
+	Items []DeliveryItem
+	Stuck []StuckMessage
 }
 
 func (r *DeliveryReport) add(it DeliveryItem) {
@@ -360,7 +363,7 @@ func (o *Outbox) Deliver(ctx context.Context, sender MessageSender, limit int) (
 	if err != nil {
 		return rep, err
 	}
-	for _, id := range ids {
+	for i, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("deliver mail: %w", err)
 		}
@@ -369,6 +372,9 @@ func (o *Outbox) Deliver(ctx context.Context, sender MessageSender, limit int) (
 			rep.add(*it)
 		}
 		if err != nil {
+			if errors.Is(err, ErrRelayUnavailable) {
+				rep.Left = len(ids) - i
+			}
 			return rep, err
 		}
 	}
@@ -602,7 +608,8 @@ func (o *Outbox) deliverOne(ctx context.Context, sender MessageSender, id int64)
 		log.Info().Msg("mail sent")
 	case OutcomeRequeued:
 		if errors.Is(sendErr, ErrRelayUnavailable) {
-			log.Error().Str("error", it.Error).Msg("smtp relay unavailable: delivery stopped, mail stays queued")
+			// A warning: the caller's run ends with the one error line about the relay.
+			log.Warn().Str("error", it.Error).Str("dependency", "smtp").Msg("smtp relay unavailable: delivery stopped, mail stays queued")
 			return it, fmt.Errorf("deliver mail: %w", sendErr)
 		}
 		log.Warn().Str("error", it.Error).Msg("mail send failed, will retry")

@@ -139,13 +139,28 @@ func (c *Client) call(ctx context.Context, command string, fn func(cs *cloudstac
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("cloudstack %s: %s request: %w", command, ue.Op, ue.Err)
+		// The request error stays in the chain (run.IsUnreachable looks for it: an EOF
+		// inside a request is a connection closed before any answer), its URL scrubbed.
+		return &requestError{
+			msg: fmt.Sprintf("cloudstack %s: %s request: %v", command, ue.Op, ue.Err),
+			ue:  &url.Error{Op: ue.Op, URL: c.scrub(ue.URL), Err: ue.Err},
+		}
 	}
 	if msg := err.Error(); c.scrub(msg) != msg {
 		return fmt.Errorf("cloudstack %s: %s", command, c.scrub(msg))
 	}
 	return fmt.Errorf("cloudstack %s: %w", command, err)
 }
+
+// requestError is a request that got no answer (dial, reset, timeout). Its text
+// never carries the URL; the scrubbed *url.Error underneath is for errors.As.
+type requestError struct {
+	msg string
+	ue  *url.Error
+}
+
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) Unwrap() error { return e.ue }
 
 // signedParam matches the credentials of a signed request URL, in any case.
 var signedParam = regexp.MustCompile(`(?i)((?:apikey|signature)=)[^&\s"']+`)

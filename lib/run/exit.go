@@ -58,6 +58,9 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, mysql.ErrLocked):
 		return ExitLocked
+	case errors.Is(err, ErrUnreachable):
+		// A dependency down stops the run even if items also had problems.
+		return ExitFailed
 	case errors.Is(err, ErrPartial):
 		return ExitPartial
 	default:

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -187,12 +188,16 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 		runCtx, cancel = context.WithTimeoutCause(ctx, r.Timeout, fmt.Errorf("%w after %s", ErrTimeout, r.Timeout))
 		defer cancel()
 	}
+	halt := func() {}
 	if lock != nil {
 		var stop func()
-		runCtx, stop = r.watchLock(runCtx, lock)
+		runCtx, halt, stop = r.watchLock(runCtx, lock)
 		defer stop()
 	}
 	rep, err := r.call(runCtx, fn)
+	// From here on the lock's session carries the last check and the final record:
+	// the watcher must not use it at the same time.
+	halt()
 	// A run shorter than LockCheck never saw its lock's session die (a MySQL restart,
 	// a cut connection): another run may have started meanwhile, and the work it did
 	// after the cut may not have been saved. It has not completed: say so (exit 1).
@@ -225,6 +230,9 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 	ev := log.Info()
 	if code != ExitOK && code != ExitPartial {
 		ev = log.Error().Err(err)
+		if dep := UnreachableDependency(err); dep != "" {
+			ev = ev.Str("dependency", dep)
+		}
 	} else if code == ExitPartial {
 		ev = log.Warn().Int("problems", len(rep.Problems))
 	}
@@ -234,7 +242,7 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 	if r.DryRun {
 		return Logged(err)
 	}
-	if rerr := r.recordEnd(ctx, db, status, code, rep, err); rerr != nil {
+	if rerr := r.recordEnd(ctx, db, lock, status, code, rep, err); rerr != nil {
 		log.Error().Err(rerr).Msg("record run end")
 		if code == ExitOK {
 			err, code = rerr, ExitFailed
@@ -263,15 +271,18 @@ func (r *Runner) Run(ctx context.Context, db *sql.DB, fn func(ctx context.Contex
 var ErrLockLost = errors.New("lost the job's lock")
 
 // watchLock checks every LockCheck (default 30s) that the lock's session is alive,
-// and cancels the run when it is not.
-func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (context.Context, func()) {
+// and cancels the run when it is not. halt stops the checks and waits for one in
+// flight (it may be called more than once); stop also ends the context.
+func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (_ context.Context, halt, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	every := r.LockCheck
 	if every == 0 {
 		every = 30 * time.Second
 	}
 	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -292,7 +303,12 @@ func (r *Runner) watchLock(ctx context.Context, lock *mysql.Lock) (context.Conte
 			}
 		}
 	}()
-	return ctx, func() { close(done); cancel(nil) }
+	var once sync.Once
+	halt = func() {
+		once.Do(func() { close(done) })
+		<-exited
+	}
+	return ctx, halt, func() { halt(); cancel(nil) }
 }
 
 // call runs fn, turning a panic into an error so the run is still recorded as failed.
@@ -316,9 +332,16 @@ func (r *Runner) recordStart(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-func (r *Runner) recordEnd(ctx context.Context, db *sql.DB, status Status, code int, rep *Report, runErr error) error {
+// recordEndTimeout bounds writing the run's final job_runs record. It is generous on
+// purpose: a run that stopped because MySQL is slow (2 s a round trip) must still
+// say so, or its row stays 'running'. The record goes first over the lock's session,
+// which is already open; a fresh connection (handshake, session settings) costs
+// several round trips more.
+const recordEndTimeout = 60 * time.Second
+
+func (r *Runner) recordEnd(ctx context.Context, db *sql.DB, lock *mysql.Lock, status Status, code int, rep *Report, runErr error) error {
 	// The run's context may be cancelled (timeout, SIGTERM): record with a fresh one.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordEndTimeout)
 	defer cancel()
 	counts, err := json.Marshal(rep.Counts)
 	if err != nil {
@@ -328,13 +351,24 @@ func (r *Runner) recordEnd(ctx context.Context, db *sql.DB, status Status, code 
 	if runErr != nil {
 		msg = sql.NullString{String: runErr.Error(), Valid: true}
 	}
-	_, err = db.ExecContext(ctx, `UPDATE job_runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ?
-		WHERE id = ?`, r.now(), string(status), code, string(counts), msg, r.id)
+	args := []any{r.now(), string(status), code, string(counts), msg, r.id}
+	if lock != nil {
+		if err = lock.Exec(ctx, recordEndSQL, args...); err == nil {
+			return nil
+		}
+		// The lock's session is gone (MySQL restarted): try the pool.
+		r.logger.Debug().Err(err).Msg("record run end on the lock's session")
+	}
+	_, err = db.ExecContext(ctx, recordEndSQL, args...)
 	if err != nil {
 		return fmt.Errorf("record run end: %w", err)
 	}
 	return nil
 }
+
+// recordEndSQL writes a run's final state.
+const recordEndSQL = `UPDATE job_runs SET finished_at = ?, status = ?, exit_code = ?, counts = ?, error = ?
+		WHERE id = ?`
 
 func scrubURL(s, u string) string {
 	if u == "" {

@@ -4,14 +4,17 @@
 //
 // It speaks EHLO/HELO, MAIL FROM, RCPT TO, DATA, RSET, NOOP and QUIT, advertises
 // 8BITMIME, SMTPUTF8 and ENHANCEDSTATUSCODES (so a failure's reply text may carry an
-// RFC 3463 code the client reads), and offers neither STARTTLS nor AUTH. A mail.Sender talks to
-// it with SMTPConfig{Host: "127.0.0.1", Port: <sink port>, TLS: "none"} and no
-// Username: go-mail's default TLS policy would require STARTTLS, and with a Username
-// it would require AUTH.
+// RFC 3463 code the client reads), and offers no STARTTLS and, unless RequireAuth is
+// called, no AUTH. A mail.Sender talks to it with SMTPConfig{Host: "127.0.0.1", Port:
+// <sink port>, TLS: "none"} and no Username: go-mail's default TLS policy would
+// require STARTTLS, and with a Username it would require AUTH. After RequireAuth the
+// sink offers AUTH PLAIN and refuses MAIL before a login with those credentials, so
+// a test can give the sender a password (and look for it in what it captured).
 package mailsink
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +56,8 @@ type Sink struct {
 	failCode int
 	failText string
 	dropN    int
+	user     string
+	password string
 	conns    map[net.Conn]struct{}
 	closed   bool
 
@@ -69,6 +74,22 @@ func Start(addr string) (*Sink, error) {
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
+}
+
+// RequireAuth makes the sink offer AUTH PLAIN and accept mail only from a session
+// that logged in as user with password (535 for other credentials, 530 for MAIL
+// without a login).
+func (s *Sink) RequireAuth(user, password string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.user, s.password = user, password
+}
+
+// credentials are what RequireAuth set ("" user: no AUTH).
+func (s *Sink) credentials() (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.user, s.password
 }
 
 // Addr is the address the sink listens on (host:port).
@@ -162,10 +183,41 @@ func (s *Sink) serve() {
 
 // session is the state of one SMTP transaction.
 type session struct {
-	helo bool
-	mail bool // MAIL FROM seen; from may be empty (the null sender <>)
-	from string
-	to   []string
+	helo   bool
+	authed bool
+	mail   bool // MAIL FROM seen; from may be empty (the null sender <>)
+	from   string
+	to     []string
+}
+
+// auth runs AUTH PLAIN (with the initial response on the line or after a 334), and
+// reports whether the connection is still usable.
+func (s *Sink) auth(tc *textproto.Conn, reply func(int, string) bool, st *session, arg string) bool {
+	user, password := s.credentials()
+	mech, resp, _ := strings.Cut(arg, " ")
+	if user == "" || !strings.EqualFold(mech, "PLAIN") {
+		return reply(504, "5.5.4 unrecognized authentication type")
+	}
+	if !st.helo || st.authed {
+		return reply(503, "5.5.1 EHLO first, and AUTH once")
+	}
+	if resp == "" {
+		if !reply(334, "") {
+			return false
+		}
+		line, err := tc.ReadLine()
+		if err != nil {
+			return false
+		}
+		resp = line
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(resp))
+	parts := strings.Split(string(raw), "\x00")
+	if err != nil || len(parts) != 3 || parts[1] != user || parts[2] != password {
+		return reply(535, "5.7.8 authentication credentials invalid")
+	}
+	st.authed = true
+	return reply(235, "2.7.0 authentication successful")
 }
 
 func (s *Sink) handle(c net.Conn) {
@@ -189,8 +241,13 @@ func (s *Sink) handle(c net.Conn) {
 		case "EHLO":
 			st = session{helo: true}
 			_ = c.SetWriteDeadline(s.now().Add(idleTimeout))
-			if tc.PrintfLine("250-mailsink greets %s", arg) != nil ||
-				tc.PrintfLine("250-8BITMIME") != nil ||
+			if tc.PrintfLine("250-mailsink greets %s", arg) != nil {
+				return
+			}
+			if user, _ := s.credentials(); user != "" && tc.PrintfLine("250-AUTH PLAIN") != nil {
+				return
+			}
+			if tc.PrintfLine("250-8BITMIME") != nil ||
 				tc.PrintfLine("250-SMTPUTF8") != nil ||
 				tc.PrintfLine("250-ENHANCEDSTATUSCODES") != nil ||
 				tc.PrintfLine("250 SIZE %d", maxMessageSize) != nil {
@@ -208,8 +265,13 @@ func (s *Sink) handle(c net.Conn) {
 				return
 			}
 			continue
+		case "AUTH":
+			if !s.auth(tc, reply, &st, arg) {
+				return
+			}
+			continue
 		case "RSET":
-			st = session{helo: st.helo}
+			st = session{helo: st.helo, authed: st.authed}
 			if !reply(250, "OK") {
 				return
 			}
@@ -220,6 +282,12 @@ func (s *Sink) handle(c net.Conn) {
 		case "MAIL":
 			if !st.helo {
 				if !reply(503, "EHLO first") {
+					return
+				}
+				continue
+			}
+			if user, _ := s.credentials(); user != "" && !st.authed {
+				if !reply(530, "5.7.0 authentication required") {
 					return
 				}
 				continue

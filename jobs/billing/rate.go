@@ -310,11 +310,15 @@ ORDER BY hour LIMIT 1 OFFSET ?`, first, before, n).Scan(&h)
 func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) ([]hourStats, error) {
 	var stats []hourStats
 	err := mysql.InTx(ctx, j.DB, readCommitted(), func(tx *sql.Tx) error {
+		var maxID int64
+		if err := tx.QueryRowContext(ctx, maxChargeIDSQL).Scan(&maxID); err != nil {
+			return fmt.Errorf("find last charge: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, insertHoursSQL(), append([]any{now}, ratingArgs(from, from, to)...)...); err != nil {
 			return fmt.Errorf("insert charges: %w", err)
 		}
 		var err error
-		if stats, err = readHourStats(ctx, tx, hourStatsSQL, from, to); err != nil {
+		if stats, err = readHourStats(ctx, tx, hourStatsSQL, maxID, from, to, maxID, from, to); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, setWatermarkSQL, to.Add(-time.Hour), now); err != nil {

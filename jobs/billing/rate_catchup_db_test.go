@@ -109,3 +109,40 @@ func TestRateCatchUpInChunksEqualsHourByHour(t *testing.T) {
 		t.Fatalf("the world is too small to mean anything: %v", hourly.counts)
 	}
 }
+
+// Rating hours again (ops moved the watermark back) updates the charges in place:
+// the per-hour report reads them as the existing charges, not the new ones, and
+// must say what the first rating said.
+func TestRateAgainReportsTheChargesItUpdated(t *testing.T) {
+	now := hr(14*24 + 5).Add(20 * time.Minute)
+	db := newDB(t)
+	catchUpWorld(t, db.DB)
+	job := &Job{DB: db.DB, Now: at(now), rateChunkRows: 97}
+	rated := func() []string {
+		rep, err := job.Rate(testCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var acts []string
+		for _, a := range rep.Actions {
+			if a.Kind == "rate" {
+				acts = append(acts, a.Subject+": "+a.Detail)
+			}
+		}
+		return acts
+	}
+	first := rated()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM charges`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, db.DB, `UPDATE billing_state SET hour_watermark = NULL WHERE name = 'rating'`)
+	again := rated()
+	if len(first) < 250 || !reflect.DeepEqual(again, first) {
+		t.Fatalf("rated again (%d hours):\n%q\nfirst (%d hours):\n%q", len(again), again, len(first), first)
+	}
+	var m int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM charges`).Scan(&m); err != nil || m != n {
+		t.Fatalf("%d charges after rating again, %d before: %v", m, n, err)
+	}
+}

@@ -41,8 +41,9 @@ func TestRateHoursCommitsChargesWithTheWatermark(t *testing.T) {
 	db, mock := newMock(t)
 	from, to, now := hr(5), hr(8), hr(9)
 	mock.ExpectBegin()
+	expectMaxChargeID(mock)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 5))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
 	mock.ExpectExec(setWatermarkSQL).WithArgs(hr(7), now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
 	stats, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now)
@@ -72,16 +73,22 @@ func TestRateHoursRollsBackWhenAStepFails(t *testing.T) {
 		name   string
 		expect func(mock sqlmock.Sqlmock)
 	}{
+		{"last charge", func(mock sqlmock.Sqlmock) {
+			mock.ExpectQuery(maxChargeIDSQL).WillReturnError(boom)
+		}},
 		{"insert", func(mock sqlmock.Sqlmock) {
+			expectMaxChargeID(mock)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(boom)
 		}},
 		{"summary", func(mock sqlmock.Sqlmock) {
+			expectMaxChargeID(mock)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnError(boom)
+			mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnError(boom)
 		}},
 		{"watermark", func(mock sqlmock.Sqlmock) {
+			expectMaxChargeID(mock)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+			mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
 			mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnError(boom)
 		}},
 	} {
@@ -106,11 +113,13 @@ func TestRateHoursRetriesADeadlockFromScratch(t *testing.T) {
 	from, to, now := hr(5), hr(6), hr(7)
 	deadlock := &gomysql.MySQLError{Number: 1213, Message: "Deadlock found"}
 	mock.ExpectBegin()
+	expectMaxChargeID(mock)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(deadlock)
 	mock.ExpectRollback()
 	mock.ExpectBegin()
+	expectMaxChargeID(mock)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(from, to).WillReturnRows(statsRows())
+	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
 	mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
 	if _, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now); err != nil {
@@ -262,4 +271,10 @@ WHERE account_id = ? AND hour >= ? AND hour < ? AND status = 'rated' AND invoice
 	if err := mock.ExpectationsWereMet(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// expectMaxChargeID is the read of the last charge id that starts each chunk's
+// transaction: 41, the id hourStatsSQL splits the chunk's charges at.
+func expectMaxChargeID(mock sqlmock.Sqlmock) {
+	mock.ExpectQuery(maxChargeIDSQL).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(41))
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -74,12 +75,29 @@ func WriteHistory(w io.Writer, recs []Record) error {
 			exit = fmt.Sprint(*r.ExitCode)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Job, r.Started.UTC().Format("2006-01-02 15:04:05"),
-			dur, r.Status, exit, r.Host, r.Counts, oneLine(r.Error))
+			dur, r.Status, exit, r.Host, shortCounts(r.Counts), oneLine(r.Error))
 	}
 	if len(recs) == 0 {
 		fmt.Fprintln(tw, "(no runs recorded)")
 	}
 	return tw.Flush()
+}
+
+// countsWidth is how much of a run's counts the table shows: a reconcile run counts
+// dozens of things, and a column a thousand characters wide pushes ERROR off every
+// screen. --output json has them all.
+const countsWidth = 80
+
+// shortCounts cuts counts to countsWidth characters, marking the cut.
+func shortCounts(c string) string {
+	if len(c) <= countsWidth {
+		return c
+	}
+	cut := strings.LastIndexByte(c[:countsWidth], ',')
+	if cut < 0 {
+		cut = countsWidth
+	}
+	return c[:cut] + ",…}"
 }
 
 // Runs is a list of runs with a text rendering, so a command prints it as text or

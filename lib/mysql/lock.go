@@ -127,15 +127,11 @@ func (l *Lock) Alive(ctx context.Context) error {
 	return nil
 }
 
-// Exec runs a statement on the lock's own session, which stays open for the whole
-// run: the run's final job_runs record goes this way, so a MySQL that has become slow
-// (a fresh connection's handshake costs several round trips) still gets it.
-func (l *Lock) Exec(ctx context.Context, query string, args ...any) error {
-	if _, err := l.conn.ExecContext(ctx, query, args...); err != nil {
-		return fmt.Errorf("lock %s: session: %w", l.Name, err)
-	}
-	return nil
-}
+// Session is the lock's own connection, which stays open for the whole run: the
+// run's final job_runs record goes this way, so a MySQL that has become slow (a fresh
+// connection's handshake costs several round trips) still gets it. Callers run single
+// statements on it; closing it or taking other locks on it would end the run's lock.
+func (l *Lock) Session() *sql.Conn { return l.conn }
 
 // Release frees the lock and its connection. It uses its own short context so that a
 // cancelled run still releases promptly.

@@ -353,7 +353,7 @@ func (r *Runner) recordEnd(ctx context.Context, db *sql.DB, lock *mysql.Lock, st
 	}
 	args := []any{r.now(), string(status), code, string(counts), msg, r.id}
 	if lock != nil {
-		if err = lock.Exec(ctx, recordEndSQL, args...); err == nil {
+		if _, err = lock.Session().ExecContext(ctx, recordEndSQL, args...); err == nil {
 			return nil
 		}
 		// The lock's session is gone (MySQL restarted): try the pool.

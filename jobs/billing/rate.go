@@ -177,31 +177,7 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 		from = fmtHour(r.st.watermark.Time)
 	}
 	var hours, charges, unrated int64
-	h := start
-	for {
-		if ctx.Err() != nil {
-			return fmt.Errorf("rating stopped before %s: %w", fmtHour(h), cause(ctx))
-		}
-		next, ok, err := r.nextUsageHour(ctx, h, cutoff)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		end, err := r.chunkEnd(ctx, next, cutoff)
-		if err != nil {
-			return err
-		}
-		var stats []hourStats
-		if r.plan != nil {
-			stats, err = r.planHours(ctx, next, end)
-		} else {
-			stats, err = r.j.rateHours(ctx, next, end, r.now)
-		}
-		if err != nil {
-			return err
-		}
+	report := func(stats []hourStats) {
 		for _, st := range stats {
 			r.rep.Act("rate", "hour "+fmtHour(st.hour), st.String(), st.fields(st.hour)...)
 			r.rep.Count("hours_rated", 1)
@@ -215,8 +191,63 @@ func (r *rater) rateNewHours(ctx context.Context) error {
 			r.log.WithLevel(run.ItemLevel(ctx)).Str("hour", fmtHour(st.hour)).Int64("charges", st.rated+st.unratedTotal()).
 				Int64("unrated", st.unratedTotal()).Msg(msg)
 		}
-		progress.Step("rating hours", int64(end.Sub(start)/time.Hour), total)
-		h = end
+	}
+	// While one chunk is written, a second connection summarises the chunk written
+	// before it and sizes the next one: those reads were a tenth of a catch-up's
+	// time, and the server has a core for them while the INSERT runs on another.
+	c, more, err := r.nextChunk(ctx, start, cutoff)
+	if err != nil {
+		return err
+	}
+	var written *ratedChunk // committed, not yet summarised
+	for more {
+		if ctx.Err() != nil {
+			return fmt.Errorf("rating stopped before %s: %w", fmtHour(c.from), cause(ctx))
+		}
+		ahead := make(chan readAhead, 1)
+		go func(prev *ratedChunk, after time.Time) {
+			var a readAhead
+			if prev != nil {
+				a.stats, a.err = r.j.summarise(ctx, *prev)
+			}
+			if a.err == nil {
+				a.next, a.more, a.err = r.nextChunk(ctx, after, cutoff)
+			}
+			ahead <- a
+		}(written, c.to)
+		var stats []hourStats
+		var w ratedChunk
+		if r.plan != nil {
+			stats, err = r.planHours(ctx, c.from, c.to)
+		} else {
+			w, err = r.j.rateHours(ctx, c.from, c.to, r.now)
+		}
+		a := <-ahead
+		if written != nil {
+			report(a.stats) // the chunk before this one (none when reading it failed)
+			progress.Step("rating hours", int64(written.to.Sub(start)/time.Hour), total)
+		}
+		if r.plan != nil && err == nil {
+			report(stats)
+			progress.Step("rating hours", int64(c.to.Sub(start)/time.Hour), total)
+		}
+		if err != nil {
+			return err
+		}
+		if a.err != nil {
+			return a.err
+		}
+		if r.plan == nil {
+			written = &w
+		}
+		c, more = a.next, a.more
+	}
+	if written != nil {
+		stats, err := r.j.summarise(ctx, *written)
+		if err != nil {
+			return err
+		}
+		report(stats)
 	}
 	// Hours with no usage up to the cutoff are rated too: nothing to charge.
 	if r.plan == nil {
@@ -304,22 +335,52 @@ ORDER BY hour LIMIT 1 OFFSET ?`, first, before, n).Scan(&h)
 	return end, nil
 }
 
+// chunk is hours [from, to) rated by one statement.
+type chunk struct{ from, to time.Time }
+
+// nextChunk is the chunk that starts at the first hour with usage in [after,
+// before), if any.
+func (r *rater) nextChunk(ctx context.Context, after, before time.Time) (chunk, bool, error) {
+	first, ok, err := r.nextUsageHour(ctx, after, before)
+	if err != nil || !ok {
+		return chunk{}, false, err
+	}
+	end, err := r.chunkEnd(ctx, first, before)
+	if err != nil {
+		return chunk{}, false, err
+	}
+	return chunk{first, end}, true, nil
+}
+
+// readAhead is what rateNewHours reads while a chunk is written: the summary of the
+// chunk written before it, and the chunk after it.
+type readAhead struct {
+	stats []hourStats
+	next  chunk
+	more  bool
+	err   error
+}
+
+// ratedChunk is a chunk rateHours committed, and the range (lo, hi] of the ids of
+// the charges its statement inserted, which summarise reads back by primary key.
+type ratedChunk struct {
+	chunk
+	lo, hi int64
+}
+
 // rateHours writes the charges of the hours [from, to) and moves the watermark to
-// the last of them, in one transaction: a crash leaves either both or neither. It
-// returns the summary of each hour with usage, oldest first.
-func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) ([]hourStats, error) {
-	var stats []hourStats
+// the last of them, in one transaction: a crash leaves either both or neither.
+func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) (ratedChunk, error) {
+	w := ratedChunk{chunk: chunk{from, to}}
 	err := mysql.InTx(ctx, j.DB, readCommitted(), func(tx *sql.Tx) error {
-		var maxID int64
-		if err := tx.QueryRowContext(ctx, maxChargeIDSQL).Scan(&maxID); err != nil {
+		if err := tx.QueryRowContext(ctx, maxChargeIDSQL).Scan(&w.lo); err != nil {
 			return fmt.Errorf("find last charge: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, insertHoursSQL(), append([]any{now}, ratingArgs(from, from, to)...)...); err != nil {
 			return fmt.Errorf("insert charges: %w", err)
 		}
-		var err error
-		if stats, err = readHourStats(ctx, tx, hourStatsSQL, maxID, from, to, maxID, from, to); err != nil {
-			return err
+		if err := tx.QueryRowContext(ctx, maxChargeIDSQL).Scan(&w.hi); err != nil {
+			return fmt.Errorf("find last charge: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, setWatermarkSQL, to.Add(-time.Hour), now); err != nil {
 			return fmt.Errorf("move watermark: %w", err)
@@ -327,7 +388,18 @@ func (j *Job) rateHours(ctx context.Context, from, to, now time.Time) ([]hourSta
 		return nil
 	})
 	if err != nil {
-		return stats, fmt.Errorf("rate %s: %w", hourSpan(from, to), err)
+		return ratedChunk{}, fmt.Errorf("rate %s: %w", hourSpan(from, to), err)
+	}
+	return w, nil
+}
+
+// summarise reads back what rateHours wrote, per hour, oldest first. It runs after
+// the commit, beside the next chunk's statement; nothing else writes charges of
+// hours being rated (billing holds its lock).
+func (j *Job) summarise(ctx context.Context, w ratedChunk) ([]hourStats, error) {
+	stats, err := readHourStats(ctx, j.DB, hourStatsSQL, w.lo, w.hi, w.from, w.to, w.lo, w.from, w.to)
+	if err != nil {
+		return nil, fmt.Errorf("summarise rated %s: %w", hourSpan(w.from, w.to), err)
 	}
 	return stats, nil
 }

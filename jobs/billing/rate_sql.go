@@ -136,25 +136,26 @@ ON DUPLICATE KEY UPDATE
 }
 
 // hourStatsSQL summarises the charges of the hours [from, to) for the report, per
-// hour, in two parts that readHourStats adds up: the charges above id (those the
-// chunk's INSERT just wrote: a range of the primary key, read in order) and the
-// others (charges_hour alone, the id tested in the index, a lookup only for a charge
-// the upsert updated); args (id, from, to, id, from, to). Measured: asked for the
-// hours alone, the optimizer, whose statistics still see charges as they were before
-// the run, scanned the whole table, so each chunk of a catch-up reread every charge
-// written before it (a tenth of a 1,440-hour catch-up, growing with the square of
-// its length); forcing charges_hour cost a lookup per charge, slower still on small
-// catch-ups.
+// hour, in two parts that readHourStats adds up: the charges with ids in (lo, hi]
+// (those the chunk's INSERT just wrote: a range of the primary key, read in order)
+// and the others (charges_hour alone, the id tested in the index, a lookup only for
+// a charge the upsert updated); args (lo, hi, from, to, lo, from, to). Measured:
+// asked for the hours alone, the optimizer, whose statistics still see charges as
+// they were before the run, scanned the whole table, so each chunk of a catch-up
+// reread every charge written before it (a tenth of a 1,440-hour catch-up, growing
+// with the square of its length); forcing charges_hour cost a lookup per charge,
+// slower still on small catch-ups. The upper bound keeps the scan off the charges
+// the next chunk is inserting meanwhile.
 const hourStatsSQL = `SELECT hour, currency, problem, COUNT(*), SUM(amount) FROM charges FORCE INDEX (PRIMARY)
-WHERE id > ? AND hour >= ? AND hour < ?
+WHERE id > ? AND id <= ? AND hour >= ? AND hour < ?
 GROUP BY hour, currency, problem
 UNION ALL
 SELECT hour, currency, problem, COUNT(*), SUM(amount) FROM charges FORCE INDEX (charges_hour)
 WHERE id <= ? AND hour >= ? AND hour < ?
 GROUP BY hour, currency, problem`
 
-// maxChargeIDSQL is the highest charge id, read before a chunk's INSERT: the
-// charges it writes are above it (see hourStatsSQL).
+// maxChargeIDSQL is the highest charge id, read before and after a chunk's INSERT:
+// the charges it inserted are between (see hourStatsSQL).
 const maxChargeIDSQL = `SELECT COALESCE(MAX(id), 0) FROM charges`
 
 // planHourStatsSQL is the same summary computed without writing (dry run); args

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"database/sql"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -173,6 +174,37 @@ func TestLateScanKeepsTheMarkWhenReRatingFails(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const sqlNextUsageHour = `SELECT MIN(hour) FROM usage_records WHERE hour >= ? AND hour < ?`
+
+// A chunk is summarised after its commit, beside the next chunk's statement: when
+// reading it back fails, the run fails with the chunk still rated (committed with its
+// watermark) and the closing watermark not written.
+func TestRateNewHoursFailsWhenTheSummaryFailsAfterTheCommit(t *testing.T) {
+	db, mock := newMock(t)
+	mock.MatchExpectationsInOrder(false) // the read-ahead runs beside the chunk's transaction
+	now := hr(9).Add(20 * time.Minute)
+	cutoff := floorHour(now.Add(-DefaultSettleDelay))
+	boom := errors.New("connection lost")
+	mock.ExpectQuery(sqlNextUsageHour).WithArgs(hr(5), cutoff).WillReturnRows(sqlmock.NewRows([]string{"h"}).AddRow(hr(5)))
+	expectChunk(mock, hr(5), cutoff)
+	mock.ExpectQuery(sqlNextUsageHour).WithArgs(cutoff, cutoff).WillReturnRows(sqlmock.NewRows([]string{"h"}).AddRow(nil))
+	mock.ExpectBegin()
+	expectMaxChargeID(mock, 41)
+	mock.ExpectExec(insertHoursSQL()).WithArgs(now, hr(5), hr(5), hr(5), cutoff).WillReturnResult(sqlmock.NewResult(0, 4))
+	expectMaxChargeID(mock, 45)
+	mock.ExpectExec(setWatermarkSQL).WithArgs(cutoff.Add(-time.Hour), now).WillReturnResult(sqlmock.NewResult(0, 1))
+	mock.ExpectCommit()
+	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), int64(45), hr(5), cutoff, int64(41), hr(5), cutoff).WillReturnError(boom)
+	r := testRater(db, now, ratingState{watermark: sql.NullTime{Time: hr(4), Valid: true}})
+	err := r.rateNewHours(testCtx())
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "summarise rated hours 2025-03-01T05:00Z to ") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil { // the commit included, no second watermark
 		t.Fatal(err)
 	}
 }

@@ -36,17 +36,27 @@ func statsRows() *sqlmock.Rows {
 }
 
 // A catch-up rates several hours in one statement and one transaction, with the
-// watermark at the last of them.
+// watermark at the last of them; the ids around the INSERT say which charges it
+// wrote, and the summary reads those back afterwards.
 func TestRateHoursCommitsChargesWithTheWatermark(t *testing.T) {
 	db, mock := newMock(t)
 	from, to, now := hr(5), hr(8), hr(9)
 	mock.ExpectBegin()
-	expectMaxChargeID(mock)
+	expectMaxChargeID(mock, 41)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 5))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
+	expectMaxChargeID(mock, 45)
 	mock.ExpectExec(setWatermarkSQL).WithArgs(hr(7), now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
-	stats, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now)
+	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), int64(45), from, to, int64(41), from, to).WillReturnRows(statsRows())
+	j := &Job{DB: db}
+	w, err := j.rateHours(testCtx(), from, to, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ratedChunk{chunk{from, to}, 41, 45}); w != want {
+		t.Fatalf("rated %+v, want %+v", w, want)
+	}
+	stats, err := j.summarise(testCtx(), w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,18 +87,18 @@ func TestRateHoursRollsBackWhenAStepFails(t *testing.T) {
 			mock.ExpectQuery(maxChargeIDSQL).WillReturnError(boom)
 		}},
 		{"insert", func(mock sqlmock.Sqlmock) {
-			expectMaxChargeID(mock)
+			expectMaxChargeID(mock, 41)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(boom)
 		}},
-		{"summary", func(mock sqlmock.Sqlmock) {
-			expectMaxChargeID(mock)
+		{"last charge inserted", func(mock sqlmock.Sqlmock) {
+			expectMaxChargeID(mock, 41)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnError(boom)
+			mock.ExpectQuery(maxChargeIDSQL).WillReturnError(boom)
 		}},
 		{"watermark", func(mock sqlmock.Sqlmock) {
-			expectMaxChargeID(mock)
+			expectMaxChargeID(mock, 41)
 			mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-			mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
+			expectMaxChargeID(mock, 45)
 			mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnError(boom)
 		}},
 	} {
@@ -113,13 +123,13 @@ func TestRateHoursRetriesADeadlockFromScratch(t *testing.T) {
 	from, to, now := hr(5), hr(6), hr(7)
 	deadlock := &gomysql.MySQLError{Number: 1213, Message: "Deadlock found"}
 	mock.ExpectBegin()
-	expectMaxChargeID(mock)
+	expectMaxChargeID(mock, 41)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnError(deadlock)
 	mock.ExpectRollback()
 	mock.ExpectBegin()
-	expectMaxChargeID(mock)
+	expectMaxChargeID(mock, 41)
 	mock.ExpectExec(insertHoursSQL()).WithArgs(now, from, from, from, to).WillReturnResult(sqlmock.NewResult(0, 4))
-	mock.ExpectQuery(hourStatsSQL).WithArgs(int64(41), from, to, int64(41), from, to).WillReturnRows(statsRows())
+	expectMaxChargeID(mock, 45)
 	mock.ExpectExec(setWatermarkSQL).WithArgs(from, now).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectCommit()
 	if _, err := (&Job{DB: db}).rateHours(testCtx(), from, to, now); err != nil {
@@ -273,8 +283,8 @@ WHERE account_id = ? AND hour >= ? AND hour < ? AND status = 'rated' AND invoice
 	}
 }
 
-// expectMaxChargeID is the read of the last charge id that starts each chunk's
-// transaction: 41, the id hourStatsSQL splits the chunk's charges at.
-func expectMaxChargeID(mock sqlmock.Sqlmock) {
-	mock.ExpectQuery(maxChargeIDSQL).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(41))
+// expectMaxChargeID is a read of the last charge id, before and after a chunk's
+// INSERT: the ids hourStatsSQL reads the chunk's new charges between.
+func expectMaxChargeID(mock sqlmock.Sqlmock, id int64) {
+	mock.ExpectQuery(maxChargeIDSQL).WillReturnRows(sqlmock.NewRows([]string{"id"}).AddRow(id))
 }

@@ -91,10 +91,11 @@ type Job struct {
 }
 
 func (j *Job) now() time.Time {
-	if j.Now == nil {
-		return time.Now().UTC()
+	clock := j.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return j.Now().UTC()
+	return clock().UTC()
 }
 
 // ActorJob is the actor of the transitions a run makes.

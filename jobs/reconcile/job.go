@@ -181,10 +181,11 @@ type Job struct {
 }
 
 func (j *Job) now() time.Time {
-	if j.Now == nil {
-		return time.Now().UTC()
+	clock := j.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return j.Now().UTC()
+	return clock().UTC()
 }
 
 // Run runs every check, even after one fails (the others' findings are still worth

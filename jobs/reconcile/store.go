@@ -110,10 +110,11 @@ const maxPlanned = 1000
 const batch = 200
 
 func (s *Store) now() time.Time {
-	if s.Now == nil {
-		return time.Now().UTC()
+	clock := s.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return s.Now().UTC()
+	return clock().UTC()
 }
 
 // Recording is one check's findings being recorded in a run: Add them (in as many

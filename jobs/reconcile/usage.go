@@ -151,10 +151,11 @@ func fingerprint(class string, ids ...string) string {
 }
 
 func (u *UsageCheck) now() time.Time {
-	if u.Now != nil {
-		return u.Now()
+	clock := u.Now
+	if clock == nil {
+		clock = time.Now
 	}
-	return time.Now()
+	return clock()
 }
 
 func orDefault[T int | time.Duration](v, d T) T {

@@ -109,6 +109,7 @@ func BenchmarkBillingCollect(b *testing.B) {
 		b.StopTimer()
 		db, env, api, now := collectBenchWorld(b, accounts, h)
 		readT, n := readOnly(b, api, now, h)
+		benchSettle(b, db.DB) // the previous size's writes flushed and purged
 		b.StartTimer()
 		elapsed, rss, code, out := runMeasured(b, bin, envList(env), "billing", "collect", "--output", "json")
 		b.StopTimer()

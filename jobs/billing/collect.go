@@ -68,6 +68,7 @@ func (j *Job) Collect(ctx context.Context) (*run.Report, error) {
 		c.plannedUsage = map[usageKey]usageVal{}
 	}
 	err := c.run(ctx)
+	c.closeStmts()
 	c.finish()
 	return c.rep, err
 }
@@ -118,6 +119,39 @@ type collector struct {
 	// records listed more than once.
 	seen map[uint64]uint8
 	dups map[[32]byte]*dupRecord
+
+	// stmts are the statements of full batches, prepared once per run (and
+	// connection) instead of per batch: preparing the INSERT of 1,000 raw records
+	// (22,000 placeholders) took 21 ms of its 55 ms.
+	stmts map[string]*sql.Stmt
+}
+
+// fullBatch returns query prepared once for the run when n is a full batch, whose
+// statements repeat, or nil: a short batch's statement is sent as it is.
+func (c *collector) fullBatch(ctx context.Context, n int, query string) (*sql.Stmt, error) {
+	if n != writeBatch {
+		return nil, nil
+	}
+	if st := c.stmts[query]; st != nil {
+		return st, nil
+	}
+	st, err := c.j.DB.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if c.stmts == nil {
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	c.stmts[query] = st
+	return st, nil
+}
+
+// closeStmts frees the prepared statements on the server.
+func (c *collector) closeStmts() {
+	for _, st := range c.stmts {
+		_ = st.Close()
+	}
+	c.stmts = nil
 }
 
 // accountMatch is what accounts.cloudstack_account_id says of a CloudStack account:
@@ -609,7 +643,16 @@ func (c *collector) loadRaw(ctx context.Context, rows []*rawRow) (map[[32]byte]*
 	for i, r := range rows {
 		args[i] = r.identity[:]
 	}
-	q, err := c.j.DB.QueryContext(ctx, selectRawSQL(len(rows)), args...)
+	st, err := c.fullBatch(ctx, len(rows), selectRawSQL(len(rows)))
+	if err != nil {
+		return nil, fmt.Errorf("collect: look up stored records: %w", err)
+	}
+	var q *sql.Rows
+	if st != nil {
+		q, err = st.QueryContext(ctx, args...)
+	} else {
+		q, err = c.j.DB.QueryContext(ctx, selectRawSQL(len(rows)), args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("collect: look up stored records: %w", err)
 	}
@@ -730,6 +773,10 @@ func (c *collector) write(ctx context.Context, rows []*rawRow, oldKeys []usageKe
 		_, err := c.derive(ctx, c.j.DB, keys)
 		return err
 	}
+	st, err := c.fullBatch(ctx, len(rows), upsertRawSQL(len(rows)))
+	if err != nil {
+		return fmt.Errorf("collect: store %s: %w", plural(int64(len(rows)), "record"), err)
+	}
 	return mysql.InTx(ctx, c.j.DB, nil, func(tx *sql.Tx) error {
 		args := make([]any, 0, len(rows)*22)
 		for _, r := range rows {
@@ -745,10 +792,16 @@ func (c *collector) write(ctx context.Context, rows []*rawRow, oldKeys []usageKe
 				r.contentHash[:], r.accountName, r.domainID, r.vmID, r.rawUsage, r.size, r.description,
 				r.status, problem, acct, product, hour, qty, c.now, c.now)
 		}
-		if _, err := tx.ExecContext(ctx, upsertRawSQL(len(rows)), args...); err != nil {
+		var err error
+		if st != nil {
+			_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, upsertRawSQL(len(rows)), args...)
+		}
+		if err != nil {
 			return fmt.Errorf("collect: store %s: %w", plural(int64(len(rows)), "record"), err)
 		}
-		_, err := c.derive(ctx, tx, keys)
+		_, err = c.derive(ctx, tx, keys)
 		return err
 	})
 }

@@ -450,3 +450,31 @@ func TestRunRatesWhenCloudStackCannotBeRead(t *testing.T) {
 		t.Fatalf("charges of 09:00: %d, want 3 (rating ran after collect failed)", n)
 	}
 }
+
+// More records than a batch: full batches go through statements prepared once per
+// run, a window's short last batch is sent as it is; every record must be stored
+// once, and a second run must find every one unchanged.
+func TestCollectFullBatchesStoreEveryRecordOnce(t *testing.T) {
+	w := newCollectWorld(t)
+	for i := range 60 {
+		w.mustVM(fakecloudstack.VM{ID: fmt.Sprintf("vm-b%d", i), AccountID: "cs-acme", ServiceOfferingID: "offering-small"})
+	}
+	w.clock = w.clock.Add(24 * time.Hour)
+	rep := w.collect()
+	read := rep.Counts["records_read"]
+	if read <= 2*writeBatch || rep.Counts["records_new"] != read {
+		t.Fatalf("first run: counts %v, want over %d records read, all new", rep.Counts, 2*writeBatch)
+	}
+	var raw, collected, usage int64
+	if err := w.db.QueryRow(`SELECT (SELECT COUNT(*) FROM cloudstack_usage),
+  (SELECT COUNT(*) FROM cloudstack_usage WHERE status = 'collected'), (SELECT COUNT(*) FROM usage_records)`).Scan(&raw, &collected, &usage); err != nil {
+		t.Fatal(err)
+	}
+	if raw != read || usage != collected || collected < 60*20 {
+		t.Fatalf("%d raw rows (%d collected), %d usage rows; %d records read", raw, collected, usage, read)
+	}
+	again := w.collect()
+	if again.Counts["records_unchanged"] != read || again.Counts["records_new"] != 0 || again.Counts["records_changed"] != 0 {
+		t.Fatalf("second run: counts %v, want all %d unchanged", again.Counts, read)
+	}
+}

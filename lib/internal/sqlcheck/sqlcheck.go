@@ -3,7 +3,8 @@
 // that holds the code to it, run over every non-test file by its own test.
 //
 // A query argument (of QueryContext, ExecContext, QueryRowContext, PrepareContext,
-// Query, Exec, QueryRow, Prepare) is accepted when it is built only from:
+// Query, Exec, QueryRow, Prepare; not a prepared statement's args..., which are
+// values) is accepted when it is built only from:
 //   - string literals and constants (of its package, or of another package of the
 //     module);
 //   - +, parentheses, indexing and slicing of accepted values, conversions, and
@@ -192,6 +193,9 @@ func check(mod Module, fset *token.FileSet, files []*ast.File) []Finding {
 				}
 				if _, isPkg := p.imports[identName(sel.X)]; isPkg {
 					return true // a package function named Exec (e.g. exec.Command's), not a database call
+				}
+				if call.Ellipsis.IsValid() && i == len(call.Args)-1 {
+					return true // a prepared statement's ExecContext(ctx, args...): values, no query
 				}
 				p.bad, p.visiting = nil, map[any]bool{}
 				if !p.safe(call.Args[i], fd, funcScope(fd, call)) {

@@ -81,6 +81,10 @@ func sel(a agg) string { return "SELECT * FROM " + a.from + " WHERE " + a.where 
 func f(db *sql.DB) { db.QueryContext(ctx, sel(hours())) }`, false},
 		{"local from branches", `const a, b = "SELECT 1", "SELECT 2"
 func f(db *sql.DB, x bool) { q := a; if x { q = b }; db.Query(q) }`, false},
+		{"prepared statement's values", `const ins = "INSERT INTO t (a) VALUES (?)"
+func f(db *sql.DB, r *http.Request) { st, _ := db.Prepare(ins); args := []any{r.FormValue("a")}; st.ExecContext(ctx, args...) }`, false},
+		{"prepared from a value", `func f(db *sql.DB, r *http.Request) { st, _ := db.Prepare("SELECT " + r.FormValue("c")); st.Exec() }`, true},
+		{"query spread from a value", `func f(db *sql.DB, r *http.Request) { q := []any{"SELECT " + r.FormValue("c")}; db.Exec(q[0].(string), q[1:]...) }`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, err := CheckSource("package p\nimport (\"database/sql\"; \"fmt\"; \"net/http\"; \"strconv\"; \"strings\")\n" + tc.body)

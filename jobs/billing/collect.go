@@ -643,7 +643,8 @@ func (c *collector) loadRaw(ctx context.Context, rows []*rawRow) (map[[32]byte]*
 	for i, r := range rows {
 		args[i] = r.identity[:]
 	}
-	st, err := c.fullBatch(ctx, len(rows), selectRawSQL(len(rows)))
+	query := selectRawSQL(len(rows))
+	st, err := c.fullBatch(ctx, len(rows), query)
 	if err != nil {
 		return nil, fmt.Errorf("collect: look up stored records: %w", err)
 	}
@@ -651,7 +652,7 @@ func (c *collector) loadRaw(ctx context.Context, rows []*rawRow) (map[[32]byte]*
 	if st != nil {
 		q, err = st.QueryContext(ctx, args...)
 	} else {
-		q, err = c.j.DB.QueryContext(ctx, selectRawSQL(len(rows)), args...)
+		q, err = c.j.DB.QueryContext(ctx, query, args...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("collect: look up stored records: %w", err)
@@ -773,7 +774,8 @@ func (c *collector) write(ctx context.Context, rows []*rawRow, oldKeys []usageKe
 		_, err := c.derive(ctx, c.j.DB, keys)
 		return err
 	}
-	st, err := c.fullBatch(ctx, len(rows), upsertRawSQL(len(rows)))
+	query := upsertRawSQL(len(rows))
+	st, err := c.fullBatch(ctx, len(rows), query)
 	if err != nil {
 		return fmt.Errorf("collect: store %s: %w", plural(int64(len(rows)), "record"), err)
 	}
@@ -796,7 +798,7 @@ func (c *collector) write(ctx context.Context, rows []*rawRow, oldKeys []usageKe
 		if st != nil {
 			_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 		} else {
-			_, err = tx.ExecContext(ctx, upsertRawSQL(len(rows)), args...)
+			_, err = tx.ExecContext(ctx, query, args...)
 		}
 		if err != nil {
 			return fmt.Errorf("collect: store %s: %w", plural(int64(len(rows)), "record"), err)
